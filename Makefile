@@ -1,0 +1,35 @@
+# MyCepa login. `make run` starts everything and walks through the guide; `make test` tests it.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+STAMP := $(VENV)/.installed
+
+.PHONY: run up down test bench venv clean
+
+$(STAMP): pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "Python 3.11 is required ($(PYTHON) not found)"; exit 1; }
+	@echo "[setup] creating $(VENV) and installing the pinned dependencies..."
+	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	@$(VENV)/bin/pip install -q --disable-pip-version-check -e '.[test]'
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+up: $(STAMP)
+	@scripts/stack.sh up
+
+down:
+	@scripts/stack.sh down
+
+run: up
+	@source <(scripts/stack.sh env --raw) && $(VENV)/bin/python scripts/demo.py
+
+test: $(STAMP)
+	@scripts/infra.sh up
+	@$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+
+bench: up
+	@source <(scripts/stack.sh env --raw) && $(VENV)/bin/python scripts/bench.py $(BENCH_ARGS)
+
+clean: down
+	rm -rf .data $(VENV)

@@ -1,0 +1,84 @@
+"""A device as the OTP app is one: an EC P-256 key pair, an activation, 10-digit codes.
+
+It speaks only the public device protocol of DESIGN §4, so tests, the demo and the
+benchmark exercise the gateway exactly as a phone would.
+"""
+import base64
+import json
+import time
+import urllib.request
+from dataclasses import dataclass
+
+import pyotp
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from shared.device_keys import signed_message
+
+
+class GatewayError(Exception):
+    def __init__(self, status, body):
+        super().__init__(f"{status}: {body}")
+        self.status = status
+        self.body = body
+
+
+def call(base_url, method, path, body=None, headers=None, timeout=10):
+    """(status, json body) of one JSON request; raises GatewayError for 4xx/5xx."""
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(base_url.rstrip("/") + path, data=data, method=method,
+                                     headers={"Content-Type": "application/json", **(headers or {})})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            raw = response.read()
+            return response.status, (json.loads(raw) if raw else None)
+    except urllib.error.HTTPError as error:
+        raw = error.read()
+        try:
+            payload = json.loads(raw)
+        except ValueError:
+            payload = raw.decode(errors="replace")
+        raise GatewayError(error.code, payload) from None
+
+
+@dataclass
+class Device:
+    base_url: str
+    private_key: ec.EllipticCurvePrivateKey
+    device_id: str = None
+    username: str = None
+    secret: str = None
+    digits: int = 10
+    period: int = 30
+
+    @classmethod
+    def new(cls, base_url):
+        return cls(base_url, ec.generate_private_key(ec.SECP256R1()))
+
+    @property
+    def public_key_pem(self):
+        return self.private_key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+
+    def activate(self, activation_code, platform="poll", push_token=None, device_name="Test phone"):
+        _, answer = call(self.base_url, "POST", "/api/devices/activate", {
+            "activation_code": activation_code, "public_key": self.public_key_pem,
+            "platform": platform, "push_token": push_token, "device_name": device_name})
+        self.device_id, self.username = answer["device_id"], answer["username"]
+        self.secret, self.digits, self.period = answer["otp"]["secret"], answer["otp"]["digits"], answer["otp"]["period"]
+        return answer
+
+    def code(self, at=None, step_offset=0):
+        """The code the app shows now (or at unix time `at`), optionally a step later or earlier."""
+        moment = (time.time() if at is None else at) + step_offset * self.period
+        return pyotp.TOTP(self.secret, digits=self.digits, interval=self.period).at(moment)
+
+    def sign(self, *parts):
+        signature = self.private_key.sign(signed_message(*parts), ec.ECDSA(hashes.SHA256()))
+        return base64.b64encode(signature).decode()
+
+
+def create_activation(base_url, admin_token, username):
+    _, answer = call(base_url, "POST", "/api/admin/activations", {"username": username},
+                     headers={"Authorization": f"Bearer {admin_token}"})
+    return answer

@@ -1,0 +1,139 @@
+#!/usr/bin/env bash
+# Local infrastructure on 127.0.0.1: RabbitMQ (Debian's rabbitmq-server) and FerretDB v1
+# (MongoDB wire protocol, SQLite backend). Idempotent: a server already answering is kept.
+# With AMQP_URI / MONGO_URL set, those servers are used and nothing is started here.
+#   scripts/infra.sh up | down | status
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+DATA=$ROOT/.data
+LOGS=$DATA/logs
+RUN=$DATA/run
+FERRETDB_VERSION=v1.24.2
+FERRETDB_BIN=$ROOT/.cache/bin/ferretdb-$FERRETDB_VERSION
+RABBIT_HOME=$DATA/rabbitmq
+export RABBITMQ_NODENAME=mycepa@localhost
+mkdir -p "$LOGS" "$RUN"
+
+say() { printf '[infra] %s\n' "$*"; }
+listening() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+rabbit_env() {
+  env HOME="$RABBIT_HOME" RABBITMQ_NODENAME="$RABBITMQ_NODENAME" \
+    RABBITMQ_MNESIA_BASE="$RABBIT_HOME/mnesia" RABBITMQ_LOG_BASE="$LOGS" \
+    RABBITMQ_CONFIG_FILE="$RABBIT_HOME/rabbitmq.conf" \
+    RABBITMQ_ENABLED_PLUGINS_FILE="$RABBIT_HOME/enabled_plugins" \
+    RABBITMQ_DIST_PORT=25672 ERL_EPMD_ADDRESS=127.0.0.1 \
+    RABBITMQ_SERVER_START_ARGS="-kernel inet_dist_use_interface {127,0,0,1}" "$@"
+}
+
+install_rabbitmq() {
+  [ -x /usr/lib/rabbitmq/bin/rabbitmq-server ] && return
+  if [ "$(id -u)" != 0 ]; then
+    say "RabbitMQ is not installed. Install it with: sudo apt-get install -y rabbitmq-server"
+    say "(or point AMQP_URI at a running broker)"; exit 1
+  fi
+  say "installing Debian's rabbitmq-server (once)..."
+  apt-get update -qq >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq rabbitmq-server >/dev/null
+  # The package may start a system-wide broker; ours runs from the project's directory.
+  service rabbitmq-server stop >/dev/null 2>&1 || true
+}
+
+rabbit_up() {
+  if [ -n "${AMQP_URI:-}" ]; then say "RabbitMQ: using AMQP_URI"; return; fi
+  if listening 5672; then say "RabbitMQ: already answering on 127.0.0.1:5672"; return; fi
+  install_rabbitmq
+  mkdir -p "$RABBIT_HOME"
+  cat > "$RABBIT_HOME/rabbitmq.conf" <<CONF
+listeners.tcp.1 = 127.0.0.1:5672
+management.tcp.ip = 127.0.0.1
+management.tcp.port = 15672
+CONF
+  # The management API is what nameko's test fixtures use to make a vhost per test.
+  echo "[rabbitmq_management]." > "$RABBIT_HOME/enabled_plugins"
+  # The node and rabbitmqctl must share a cookie; made here so neither races to create it.
+  if [ ! -f "$RABBIT_HOME/.erlang.cookie" ]; then
+    (umask 077; head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$RABBIT_HOME/.erlang.cookie")
+    chmod 400 "$RABBIT_HOME/.erlang.cookie"
+  fi
+  say "starting RabbitMQ (logs: .data/logs/rabbitmq.out)..."
+  rabbit_env nohup /usr/lib/rabbitmq/bin/rabbitmq-server > "$LOGS/rabbitmq.out" 2>&1 &
+  echo $! > "$RUN/rabbitmq.pid"
+  # await_startup fails at once until the node has registered with epmd: retry while it lives.
+  local started=""
+  for _ in $(seq 1 90); do
+    if rabbit_env /usr/lib/rabbitmq/bin/rabbitmqctl -q await_startup --timeout 60 >/dev/null 2>&1; then
+      started=yes; break
+    fi
+    kill -0 "$(cat "$RUN/rabbitmq.pid")" 2>/dev/null || break
+    sleep 1
+  done
+  if [ -z "$started" ]; then
+    say "RabbitMQ did not start; see .data/logs/rabbitmq.out"; tail -20 "$LOGS/rabbitmq.out" || true; exit 1
+  fi
+  for _ in $(seq 1 60); do listening 15672 && break; sleep 0.5; done
+  say "RabbitMQ: up on 127.0.0.1:5672 (management 127.0.0.1:15672)"
+}
+
+build_ferretdb() {
+  [ -x "$FERRETDB_BIN" ] && return
+  command -v go >/dev/null || { say "Go is needed to build FerretDB once: apt-get install golang (or set MONGO_URL)"; exit 1; }
+  say "building FerretDB $FERRETDB_VERSION from the Go module proxy (once, about a minute)..."
+  # A plain `go install` binary panics at start because the module has no
+  # build/version/version.txt; FerretDB's own message says to write that file. So build
+  # from the module source with the file in place, which keeps `go install`'s inputs.
+  local src tmp
+  src=$(go mod download -json "github.com/FerretDB/FerretDB@$FERRETDB_VERSION" | sed -n 's/.*"Dir": "\(.*\)".*/\1/p')
+  tmp=$(mktemp -d)
+  cp -r "$src"/. "$tmp"/ && chmod -R u+w "$tmp"
+  echo "$FERRETDB_VERSION" > "$tmp/build/version/version.txt"
+  mkdir -p "$(dirname "$FERRETDB_BIN")"
+  (cd "$tmp" && GOFLAGS=-mod=mod go build -trimpath -o "$FERRETDB_BIN" ./cmd/ferretdb)
+  rm -rf "$tmp"
+}
+
+ferret_up() {
+  if [ -n "${MONGO_URL:-}" ]; then say "MongoDB: using MONGO_URL"; return; fi
+  if listening 27017; then say "MongoDB wire server: already answering on 127.0.0.1:27017"; return; fi
+  build_ferretdb
+  mkdir -p "$DATA/ferretdb"
+  nohup "$FERRETDB_BIN" --handler=sqlite --sqlite-url="file:$DATA/ferretdb/" --state-dir="$DATA/ferretdb" \
+    --listen-addr=127.0.0.1:27017 --debug-addr=127.0.0.1:0 --telemetry=disable --log-level=WARN \
+    > "$LOGS/ferretdb.log" 2>&1 &
+  echo $! > "$RUN/ferretdb.pid"
+  for _ in $(seq 1 100); do listening 27017 && break; sleep 0.1; done
+  listening 27017 || { say "FerretDB did not start; see .data/logs/ferretdb.log"; exit 1; }
+  say "FerretDB $FERRETDB_VERSION: up on 127.0.0.1:27017 (data: .data/ferretdb)"
+}
+
+stop_pid() {  # stop_pid NAME: the process we started, by its pid file
+  local file="$RUN/$1.pid"
+  [ -f "$file" ] || return 0
+  local pid; pid=$(cat "$file")
+  if kill -0 "$pid" 2>/dev/null; then
+    kill "$pid" 2>/dev/null || true
+    for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$pid" 2>/dev/null || true
+  fi
+  rm -f "$file"
+}
+
+down() {
+  if [ -f "$RUN/rabbitmq.pid" ]; then
+    rabbit_env /usr/lib/rabbitmq/bin/rabbitmqctl -q stop >/dev/null 2>&1 || true
+    stop_pid rabbitmq
+    say "RabbitMQ: stopped"
+  fi
+  if [ -f "$RUN/ferretdb.pid" ]; then stop_pid ferretdb; say "FerretDB: stopped"; fi
+}
+
+case "${1:-}" in
+  up) rabbit_up; ferret_up ;;
+  down) down ;;
+  status)
+    listening 5672 && say "RabbitMQ: answering" || say "RabbitMQ: down"
+    listening 27017 && say "MongoDB wire server: answering" || say "MongoDB wire server: down" ;;
+  build-ferretdb) build_ferretdb ;;
+  *) echo "usage: $0 up|down|status|build-ferretdb" >&2; exit 2 ;;
+esac

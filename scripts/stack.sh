@@ -1,0 +1,102 @@
+#!/usr/bin/env bash
+# The three services as background `nameko run` processes, on top of scripts/infra.sh.
+#   scripts/stack.sh up     infrastructure + otp, push, gateway; returns once /readyz is 200
+#   scripts/stack.sh down   stops the services and the infrastructure this project started
+#   scripts/stack.sh env    prints the settings the services run with (secrets masked)
+# Scale a service with OTP_INSTANCES=3 (likewise PUSH_INSTANCES; GATEWAY_INSTANCES needs
+# distinct ports and is left to docker compose).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+DATA=$ROOT/.data
+RUN=$DATA/run
+LOGS=$DATA/logs
+VENV=${VENV:-$ROOT/.venv}
+mkdir -p "$RUN" "$LOGS"
+
+say() { printf '[stack] %s\n' "$*"; }
+
+# Secrets the services need, generated once into .data/mycepa.env unless the environment
+# already has them. There is no built-in admin token.
+load_env() {
+  local file=$DATA/mycepa.env
+  if [ ! -f "$file" ]; then
+    umask 077
+    {
+      echo "MYCEPA_ADMIN_TOKEN=$("$VENV/bin/python" -c 'import secrets; print(secrets.token_urlsafe(32))')"
+      echo "OTP_ENCRYPTION_KEYS=$("$VENV/bin/python" -c 'from services.otp.secrets import generate_key; print(generate_key())')"
+    } > "$file"
+    say "generated the admin token and the OTP encryption key into .data/mycepa.env"
+  fi
+  local line key
+  while IFS= read -r line; do
+    key=${line%%=*}
+    [ -n "${!key:-}" ] || export "$line"
+  done < "$file"
+  export MYCEPA_ENV=${MYCEPA_ENV:-dev}
+  export PYTHONUNBUFFERED=1
+}
+
+start_service() {  # start_service NAME INDEX
+  local name=$1 index=$2 pidfile="$RUN/$1-$2.pid"
+  if [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then return; fi
+  nohup "$VENV/bin/nameko" run --config config/nameko.yaml "services.$name.service" \
+    >> "$LOGS/$name-$index.log" 2>&1 &
+  echo $! > "$pidfile"
+}
+
+wait_ready() {
+  local url="http://${GATEWAY_BIND:-127.0.0.1:8000}/readyz"
+  for _ in $(seq 1 120); do
+    if "$VENV/bin/python" - "$url" <<'PY' 2>/dev/null
+import sys, urllib.request
+sys.exit(0 if urllib.request.urlopen(sys.argv[1], timeout=3).status == 200 else 1)
+PY
+    then say "ready: $url"; return 0; fi
+    for pidfile in "$RUN"/*-[0-9]*.pid; do
+      [ -f "$pidfile" ] || continue
+      if ! kill -0 "$(cat "$pidfile")" 2>/dev/null; then
+        local log; log="$LOGS/$(basename "$pidfile" .pid).log"
+        say "$(basename "$pidfile" .pid) exited; last lines of $log:"; tail -15 "$log" >&2; exit 1
+      fi
+    done
+    sleep 0.5
+  done
+  say "the stack did not become ready within 60 s; logs are in .data/logs/"; exit 1
+}
+
+stop_services() {
+  local pidfile pid
+  for pidfile in "$RUN"/gateway-*.pid "$RUN"/otp-*.pid "$RUN"/push-*.pid; do
+    [ -f "$pidfile" ] || continue
+    pid=$(cat "$pidfile")
+    if kill -0 "$pid" 2>/dev/null; then
+      kill "$pid" 2>/dev/null || true
+      for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+      kill -9 "$pid" 2>/dev/null || true
+      say "stopped $(basename "$pidfile" .pid)"
+    fi
+    rm -f "$pidfile"
+  done
+}
+
+case "${1:-}" in
+  up)
+    scripts/infra.sh up
+    load_env
+    for i in $(seq 1 "${OTP_INSTANCES:-1}"); do start_service otp "$i"; done
+    for i in $(seq 1 "${PUSH_INSTANCES:-1}"); do start_service push "$i"; done
+    start_service gateway 1
+    say "otp x${OTP_INSTANCES:-1}, push x${PUSH_INSTANCES:-1}, gateway x1 started (logs: .data/logs/)"
+    wait_ready ;;
+  down) stop_services; scripts/infra.sh down ;;
+  stop-services) stop_services ;;
+  env)
+    load_env >&2
+    if [ "${2:-}" = --raw ]; then  # for `source <(...)`: what scripts need to reach the stack
+      env | grep -E '^(MYCEPA_|MONGO_|AMQP_|GATEWAY_)' | sed 's/^/export /'
+    else
+      env | grep -E '^(MYCEPA_|OTP_|MONGO_|AMQP_|GATEWAY_)' | sed -E 's/^((MYCEPA_ADMIN_TOKEN|OTP_ENCRYPTION_KEYS)=).*/\1***/'
+    fi ;;
+  *) echo "usage: $0 up|down|stop-services|env" >&2; exit 2 ;;
+esac

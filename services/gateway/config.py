@@ -1,0 +1,22 @@
+"""The gateway's settings, read once from the environment."""
+from marshmallow import fields, validate
+
+from shared.config import Settings
+
+
+class GatewaySettings(Settings):
+    # No built-in default on purpose: `make up` generates one into .data/ when unset.
+    admin_token = fields.String(data_key="MYCEPA_ADMIN_TOKEN", required=True,
+                                validate=validate.Length(min=24, error="must be at least 24 characters"))
+    # dev: cookies without the Secure flag, so plain http://127.0.0.1 works.
+    environment = fields.String(data_key="MYCEPA_ENV", load_default="prod",
+                                validate=validate.OneOf(["dev", "prod"]))
+    public_url = fields.String(data_key="MYCEPA_PUBLIC_URL", load_default="http://127.0.0.1:8000",
+                               validate=validate.Regexp(r"^https?://[^\s/]+(/[^\s]*)?$"))
+    session_ttl_seconds = fields.Integer(data_key="SESSION_TTL_SECONDS", load_default=8 * 3600,
+                                         validate=validate.Range(min=60, max=30 * 24 * 3600))
+    # How long a call to otp or push may take before the caller gets 503 (DESIGN: at most 5 s).
+    rpc_timeout_seconds = fields.Float(data_key="RPC_TIMEOUT_SECONDS", load_default=4.0,
+                                       validate=validate.Range(min=0.1, max=5.0))
+    max_body_bytes = fields.Integer(data_key="MAX_BODY_BYTES", load_default=16 * 1024,
+                                    validate=validate.Range(min=1024, max=1024 * 1024))

@@ -1,0 +1,85 @@
+"""The gateway's HTTP request and response bodies (DESIGN §4); OpenAPI is generated from them."""
+from marshmallow import Schema, fields, validate
+
+from shared.fields import PLATFORMS, OtpCode, StrictString, Username
+
+
+class ErrorBody(Schema):
+    error = fields.String(required=True, metadata={"example": "validation_error"})
+    message = fields.String(required=True)
+    fields_ = fields.Dict(data_key="fields", required=True)
+
+
+class LoginRequest(Schema):
+    username = Username(required=True, metadata={"description": "the werkboeknummer"})
+    password = OtpCode(required=True, metadata={"description": "the 10-digit code from the OTP app"})
+
+
+class LoginResponse(Schema):
+    username = fields.String(required=True)
+    offer_remember = fields.Boolean(required=True)
+
+
+class MeResponse(Schema):
+    username = fields.String(required=True)
+
+
+class ActivateRequest(Schema):
+    activation_code = StrictString(required=True, validate=validate.Length(min=1, max=64))
+    public_key = StrictString(required=True, validate=validate.Length(max=1024),
+                              metadata={"description": "PEM SubjectPublicKeyInfo of an EC P-256 key"})
+    platform = StrictString(required=True, validate=validate.OneOf(PLATFORMS))
+    push_token = StrictString(load_default=None, allow_none=True, validate=validate.Length(min=1, max=4096),
+                              metadata={"description": "required for ios and android"})
+    device_name = StrictString(required=True, validate=validate.Length(min=1, max=64))
+
+
+class OtpParameters(Schema):
+    secret = fields.String(required=True, metadata={"description": "base32, at least 160 bits"})
+    digits = fields.Integer(required=True, metadata={"example": 10})
+    period = fields.Integer(required=True, metadata={"example": 30})
+    algorithm = fields.String(required=True, metadata={"example": "SHA1"})
+
+
+class ActivateResponse(Schema):
+    device_id = fields.String(required=True)
+    username = fields.String(required=True)
+    otp = fields.Nested(OtpParameters, required=True)
+    otpauth_uri = fields.String(required=True)
+
+
+class CreateActivationRequest(Schema):
+    username = Username(required=True)
+
+
+class ActivationResponse(Schema):
+    activation_code = fields.String(required=True)
+    username = fields.String(required=True)
+    expires_at = fields.String(required=True, metadata={"format": "date-time"})
+    activation_uri = fields.String(required=True)
+
+
+class Device(Schema):
+    device_id = fields.String(required=True)
+    username = fields.String(required=True)
+    platform = fields.String(required=True)
+    device_name = fields.String(required=True)
+    status = fields.String(required=True, validate=validate.OneOf(["active", "revoked"]))
+    created_at = fields.String(required=True)
+    last_used_at = fields.String(allow_none=True)
+    revoked_at = fields.String(allow_none=True)
+
+
+class DeviceList(Schema):
+    username = fields.String(required=True)
+    devices = fields.List(fields.Nested(Device), required=True)
+
+
+class UnlockResponse(Schema):
+    username = fields.String(required=True)
+    was_locked = fields.Boolean(required=True)
+
+
+class Readiness(Schema):
+    ready = fields.Boolean(required=True)
+    checks = fields.Dict(keys=fields.String(), values=fields.Boolean(), required=True)

@@ -1,0 +1,43 @@
+"""The otp service's settings, read once from the environment."""
+from marshmallow import fields, validate, validates_schema, ValidationError
+
+from shared.config import CommaList, Settings
+from services.otp.secrets import SecretBox
+
+
+DAY = 24 * 3600
+
+
+class OtpSettings(Settings):
+    # Comma-separated AES-256 keys (urlsafe base64 of 32 bytes); the first encrypts,
+    # all decrypt, so keys can be rotated without re-enrolling devices.
+    encryption_keys = CommaList(data_key="OTP_ENCRYPTION_KEYS", required=True, validate=lambda keys: _key_ring(keys))
+    issuer = fields.String(data_key="OTP_ISSUER", load_default="MyCepa",
+                           validate=validate.Regexp(r"^[A-Za-z0-9 ._-]{1,32}$"))
+    activation_ttl_seconds = fields.Integer(data_key="OTP_ACTIVATION_TTL_SECONDS", load_default=7 * DAY,
+                                            validate=validate.Range(min=60, max=90 * DAY))
+    activation_max_tries = fields.Integer(data_key="OTP_ACTIVATION_MAX_TRIES", load_default=5,
+                                          validate=validate.Range(min=1, max=20))
+    # Lockout: this many failures are free, then each further one locks the account for
+    # lock_base * 2^k seconds (capped), and hard_lock_failures in a row lock it until an
+    # admin unlocks it. DESIGN §5 caps that at 100.
+    free_failures = fields.Integer(data_key="OTP_FREE_FAILURES", load_default=3,
+                                   validate=validate.Range(min=0, max=50))
+    lock_base_seconds = fields.Integer(data_key="OTP_LOCK_BASE_SECONDS", load_default=30,
+                                       validate=validate.Range(min=1, max=DAY))
+    lock_max_seconds = fields.Integer(data_key="OTP_LOCK_MAX_SECONDS", load_default=3600,
+                                      validate=validate.Range(min=1, max=7 * DAY))
+    hard_lock_failures = fields.Integer(data_key="OTP_HARD_LOCK_FAILURES", load_default=10,
+                                        validate=validate.Range(min=1, max=100))
+
+    @validates_schema
+    def check_lockout(self, data, **kwargs):
+        if data.get("free_failures", 0) >= data.get("hard_lock_failures", 10):
+            raise ValidationError("must be below OTP_HARD_LOCK_FAILURES", "OTP_FREE_FAILURES")
+
+
+def _key_ring(keys):
+    try:
+        SecretBox(keys)
+    except ValueError as error:
+        raise ValidationError(str(error)) from None

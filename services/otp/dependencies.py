@@ -1,0 +1,21 @@
+"""DependencyProviders of the otp service."""
+from nameko.extensions import DependencyProvider
+
+from shared.config import load_settings
+from services.otp.config import OtpSettings
+from services.otp.secrets import SecretBox
+
+
+class OtpConfig(DependencyProvider):
+    """The validated settings and the secret box built from them, once per container.
+
+    Loading here rather than at import stops `nameko run` with the settings' own message
+    when the environment is incomplete, before any entrypoint accepts work.
+    """
+
+    def setup(self):
+        self.settings = load_settings(OtpSettings)
+        self.box = SecretBox(self.settings["encryption_keys"])
+
+    def get_dependency(self, worker_ctx):
+        return self

@@ -1,0 +1,64 @@
+"""What the otp service's RPC entrypoints accept and return.
+
+The gateway validates HTTP input with its own schemas; these check again at the service
+boundary, because RPC callers are not only the gateway.
+"""
+from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
+
+from shared.device_keys import load_public_key
+from shared.errors import ValidationFailed
+from shared.fields import PLATFORMS, OtpCode, StrictString, Username
+
+
+class Strict(Schema):
+    class Meta:
+        unknown = RAISE
+
+
+class UsernameArgs(Strict):
+    username = Username(required=True)
+
+
+class VerifyArgs(Strict):
+    username = Username(required=True)
+    code = OtpCode(required=True)
+
+
+class ActivateArgs(Strict):
+    activation_code = StrictString(required=True, validate=validate.Length(min=1, max=64))
+    public_key = StrictString(required=True, validate=validate.Length(max=1024))
+    platform = StrictString(required=True, validate=validate.OneOf(PLATFORMS))
+    push_token = StrictString(load_default=None, allow_none=True, validate=validate.Length(min=1, max=4096))
+    device_name = StrictString(required=True, validate=validate.Length(min=1, max=64))
+
+    @validates_schema
+    def check_key_and_token(self, data, **kwargs):
+        try:
+            load_public_key(data.get("public_key", ""))
+        except ValueError as error:
+            raise ValidationError(str(error), "public_key") from None
+        if data.get("platform") in ("ios", "android") and not data.get("push_token"):
+            raise ValidationError("required for platform ios and android", "push_token")
+
+
+class DeviceIdArgs(Strict):
+    device_id = StrictString(required=True, validate=validate.Length(min=1, max=64))
+
+
+class DeviceView(Schema):
+    device_id = fields.String(attribute="_id")
+    username = fields.String()
+    platform = fields.String()
+    device_name = fields.String()
+    status = fields.String()
+    created_at = fields.AwareDateTime(format="iso")
+    last_used_at = fields.AwareDateTime(format="iso", allow_none=True)
+    revoked_at = fields.AwareDateTime(format="iso", allow_none=True)
+
+
+def load_args(schema_cls, **arguments):
+    """The validated arguments, or ValidationFailed naming each bad field."""
+    try:
+        return schema_cls().load(arguments)
+    except ValidationError as error:
+        raise ValidationFailed("Invalid request", fields=error.messages) from None

@@ -1,0 +1,78 @@
+"""Configuration: read once from the environment, validated, handed to the code.
+
+A service describes its settings as a marshmallow schema whose fields carry the
+environment variable names as `data_key`. `load_settings` reads them once per process;
+a missing or malformed setting stops the service with one message naming every problem.
+"""
+import os
+import re
+from types import MappingProxyType
+
+from marshmallow import EXCLUDE, Schema, ValidationError, fields, post_load, validate
+
+_loaded = {}
+
+
+class ConfigError(Exception):
+    """The environment does not describe a working service; the message says what to fix."""
+
+
+class Settings(Schema):
+    class Meta:
+        unknown = EXCLUDE
+
+    @post_load
+    def freeze(self, data, **kwargs):
+        return MappingProxyType(data)
+
+
+class Boolean(fields.Boolean):
+    truthy = {"1", "true", "yes", "on"}
+    falsy = {"0", "false", "no", "off", ""}
+
+
+class CommaList(fields.Field):
+    """A comma-separated environment value as a list of non-empty, stripped items."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if not isinstance(value, str):
+            raise ValidationError("must be a comma-separated string")
+        return [item.strip() for item in value.split(",") if item.strip()]
+
+
+class MongoSettings(Settings):
+    mongo_url = fields.String(data_key="MONGO_URL", load_default="mongodb://127.0.0.1:27017/",
+                              validate=validate.Regexp(r"^mongodb(\+srv)?://"))
+    # Lets several stacks (dev, tests, bench) share one server without sharing data.
+    mongo_db_prefix = fields.String(data_key="MONGO_DB_PREFIX", load_default="mycepa_",
+                                    validate=validate.Regexp(r"^[a-z0-9_]{0,40}$"))
+
+
+def load_settings(schema_cls, environ=None):
+    """The settings of `schema_cls`, loaded from the environment once per process.
+
+    Pass `environ` to load from a mapping instead (never cached): tests use this.
+    """
+    if environ is None and schema_cls in _loaded:
+        return _loaded[schema_cls]
+    source = os.environ if environ is None else environ
+    wanted = {field.data_key or name for name, field in schema_cls().fields.items()}
+    present = {key: value for key, value in source.items() if key in wanted}
+    try:
+        settings = schema_cls().load(present)
+    except ValidationError as error:
+        problems = "; ".join(
+            f"{key}: {' '.join(_flatten(messages))}" for key, messages in sorted(error.messages.items())
+        )
+        raise ConfigError(f"invalid configuration ({schema_cls.__name__}): {problems}") from None
+    if environ is None:
+        _loaded[schema_cls] = settings
+    return settings
+
+
+def _flatten(messages):
+    if isinstance(messages, dict):
+        return [text for value in messages.values() for text in _flatten(value)]
+    if isinstance(messages, (list, tuple)):
+        return [text for value in messages for text in _flatten(value)]
+    return [re.sub(r"\s+", " ", str(messages))]

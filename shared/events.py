@@ -1,0 +1,157 @@
+"""Every event of DESIGN §3: its name, its source service and its schema, defined once.
+
+Producers build payloads with `build_event` (validated against the schema, so a producer
+cannot emit what consumers would refuse); consumers read them with `parse_event`
+(unknown fields excluded, so a newer producer does not break an older consumer).
+Nothing here may carry a secret, an OTP code, a nonce or a token hash.
+"""
+import uuid
+
+from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate
+from nameko.events import event_handler
+
+from shared.clock import isoformat, utcnow
+
+OTP, PUSH, GATEWAY = "otp", "push", "gateway"
+
+
+class Event(Schema):
+    """Envelope fields every event carries."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+    name = None     # the nameko event type, e.g. "OtpVerified"
+    source = None   # the nameko service that dispatches it
+    version = 1
+
+    event_id = fields.UUID(required=True)
+    occurred_at = fields.AwareDateTime(required=True, format="iso")
+    version_ = fields.Integer(data_key="version", attribute="version", required=True)
+
+
+class BrowserContext(Schema):
+    ip = fields.String(required=True, validate=validate.Length(max=64))
+    user_agent = fields.String(required=True, validate=validate.Length(max=512))
+    requested_at = fields.AwareDateTime(required=True, format="iso")
+
+
+def _event(name, source, **schema_fields):
+    return type(name, (Event,), {"name": name, "source": source, **schema_fields})
+
+
+_username = fields.String(required=True, validate=validate.Length(min=1, max=64))
+_device_id = fields.String(required=True, validate=validate.Length(min=1, max=64))
+_request_id = fields.String(required=True, validate=validate.Length(min=1, max=64))
+_challenge_id = fields.String(required=True, validate=validate.Length(min=1, max=64))
+
+LoginRequested = _event(
+    "LoginRequested", GATEWAY,
+    request_id=_request_id, username=_username,
+    number=fields.String(required=True, validate=validate.Regexp(r"^\d{2}$")),
+    context=fields.Nested(BrowserContext, required=True),
+    expires_at=fields.AwareDateTime(required=True, format="iso"),
+)
+PushDispatched = _event(
+    "PushDispatched", PUSH,
+    request_id=_request_id, challenge_id=_challenge_id, username=_username, device_id=_device_id,
+    provider=fields.String(required=True, validate=validate.OneOf(["apns", "fcm", "poll"])),
+)
+PushFailed = _event(
+    "PushFailed", PUSH,
+    request_id=_request_id, challenge_id=_challenge_id, username=_username, device_id=_device_id,
+    provider=fields.String(required=True, validate=validate.OneOf(["apns", "fcm"])),
+    reason=fields.String(required=True, validate=validate.Length(max=200)),
+    permanent=fields.Boolean(required=True),
+)
+AccessConfirmed = _event(
+    "AccessConfirmed", PUSH,
+    request_id=_request_id, challenge_id=_challenge_id, username=_username, device_id=_device_id,
+)
+AccessDenied = _event(
+    "AccessDenied", PUSH,
+    request_id=_request_id, challenge_id=_challenge_id, username=_username, device_id=_device_id,
+    fraud=fields.Boolean(required=True),
+)
+LoginExpired = _event(
+    "LoginExpired", PUSH,
+    request_id=_request_id, username=_username,
+    challenge_id=fields.String(load_default=None, allow_none=True),
+)
+OtpVerified = _event("OtpVerified", OTP, username=_username, device_id=_device_id)
+OtpRejected = _event(
+    "OtpRejected", OTP,
+    username=_username,
+    reason=fields.String(required=True, validate=validate.OneOf(["invalid", "replayed", "locked"])),
+    consecutive_failures=fields.Integer(required=True),
+)
+AccountLocked = _event(
+    "AccountLocked", OTP,
+    username=_username,
+    consecutive_failures=fields.Integer(required=True),
+    # hard: only an admin unlock ends it; otherwise the lock ends at `until`.
+    hard=fields.Boolean(required=True),
+    until=fields.AwareDateTime(load_default=None, allow_none=True, format="iso"),
+)
+AccountUnlocked = _event(
+    "AccountUnlocked", OTP,
+    username=_username,
+    by=fields.String(required=True, validate=validate.OneOf(["admin", "expiry"])),
+)
+DeviceActivated = _event(
+    "DeviceActivated", OTP,
+    device_id=_device_id, username=_username,
+    platform=fields.String(required=True, validate=validate.OneOf(["ios", "android", "poll"])),
+    push_token=fields.String(load_default=None, allow_none=True, validate=validate.Length(max=4096)),
+    public_key=fields.String(required=True, validate=validate.Length(max=1024)),
+    device_name=fields.String(required=True, validate=validate.Length(max=64)),
+)
+DeviceRevoked = _event(
+    "DeviceRevoked", OTP,
+    device_id=_device_id, username=_username,
+    reason=fields.String(required=True, validate=validate.OneOf(["admin", "user", "replaced"])),
+)
+
+ALL_EVENTS = (
+    LoginRequested, PushDispatched, PushFailed, AccessConfirmed, AccessDenied, LoginExpired,
+    OtpVerified, OtpRejected, AccountLocked, AccountUnlocked, DeviceActivated, DeviceRevoked,
+)
+
+
+def build_event(event_cls, **payload):
+    """A JSON-ready payload of `event_cls` with a fresh envelope; raises if it breaks the schema."""
+    schema = event_cls()
+    envelope = {"event_id": str(uuid.uuid4()), "occurred_at": isoformat(utcnow()),
+                "version": event_cls.version}
+    document = {**envelope, **_jsonable(payload)}
+    return schema.dump(schema.load(document))
+
+
+def parse_event(event_cls, payload):
+    """The payload as `event_cls` describes it (unknown fields dropped); ValidationError if malformed."""
+    return event_cls().load(payload)
+
+
+def dispatch_event(dispatcher, event_cls, **payload):
+    """Send `event_cls` through a nameko EventDispatcher; returns the payload sent."""
+    event = build_event(event_cls, **payload)
+    dispatcher(event_cls.name, event)
+    return event
+
+
+def handles(event_cls, **options):
+    """`@event_handler` bound to the event's own source and name, never typed twice."""
+    return event_handler(event_cls.source, event_cls.name, **options)
+
+
+def _jsonable(value):
+    if isinstance(value, dict):
+        return {key: _jsonable(item) for key, item in value.items()}
+    if hasattr(value, "isoformat"):
+        return isoformat(value)
+    return value
+
+
+__all__ = ["ALL_EVENTS", "ValidationError", "build_event", "dispatch_event", "handles", "parse_event"] + [
+    event.name for event in ALL_EVENTS
+]

@@ -1,0 +1,27 @@
+"""Field types of the public contracts that more than one service validates."""
+from marshmallow import fields, validate
+
+# A werkboeknummer: letters, digits and . _ - ; no spaces, no Mongo operators.
+USERNAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+OTP_CODE_PATTERN = r"^[0-9]{10}$"
+PLATFORMS = ("ios", "android", "poll")
+
+
+class Username(fields.String):
+    def __init__(self, **kwargs):
+        super().__init__(validate=validate.Regexp(USERNAME_PATTERN, error="must be a werkboeknummer: "
+                                                  "1-64 letters, digits, '.', '_' or '-'"), **kwargs)
+
+
+class OtpCode(fields.String):
+    def __init__(self, **kwargs):
+        super().__init__(validate=validate.Regexp(OTP_CODE_PATTERN, error="must be exactly 10 digits"), **kwargs)
+
+
+class StrictString(fields.String):
+    """A string that is really a string: marshmallow's String would also accept bytes."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if not isinstance(value, str):
+            raise self.make_error("invalid")
+        return super()._deserialize(value, attr, data, **kwargs)
