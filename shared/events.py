@@ -31,6 +31,9 @@ class Event(Schema):
 
 
 class BrowserContext(Schema):
+    class Meta:
+        unknown = EXCLUDE  # marshmallow does not pass `unknown` down to nested schemas
+
     ip = fields.String(required=True, validate=validate.Length(max=64))
     user_agent = fields.String(required=True, validate=validate.Length(max=512))
     requested_at = fields.AwareDateTime(required=True, format="iso")

@@ -2,8 +2,9 @@
 from marshmallow import fields, validate
 
 # A werkboeknummer: letters, digits and . _ - ; no spaces, no Mongo operators.
-USERNAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
-OTP_CODE_PATTERN = r"^[0-9]{10}$"
+# \Z, not $: "$" also matches before a trailing newline.
+USERNAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z"
+OTP_CODE_PATTERN = r"^[0-9]{10}\Z"
 PLATFORMS = ("ios", "android", "poll")
 
 

@@ -14,7 +14,7 @@ _SECRET_PATTERNS = (
     (re.compile(r"(/activations/)[^/\s?\"]+"), r"\1[redacted]"),
     # a run of 6-10 digits, the shape of an OTP code
     (re.compile(r"(?<!\d)\d{6,10}(?!\d)"), "[redacted]"),
-    (re.compile(r"(?i)(\"?(?:password|secret|code|token|signature|nonce)\"?\s*[:=]\s*\"?)[^\s\",}]+"),
+    (re.compile(r"(?i)(\"?(?:password|secret|code|token|signature|nonce)\"?\s*[:=]\s*)(\"[^\"]*\"|'[^']*'|[^\s,}]+)"),
      r"\1[redacted]"),
 )
 

@@ -8,6 +8,7 @@ from nameko.extensions import DependencyProvider
 from nameko.rpc import RpcProxy
 
 from shared.config import load_settings
+from shared.deadline import set_deadline
 from shared.errors import Unavailable
 from services.gateway.config import GatewaySettings
 
@@ -27,7 +28,8 @@ class ServiceRpc(RpcProxy):
 
     nameko 2's RpcProxy waits forever for a stopped service. Here the wait is bounded,
     and the request message carries the same expiration, so RabbitMQ drops a call nobody
-    picked up in time instead of delivering a stale login to the service when it returns.
+    picked up in time; and the deadline travels in the call's headers (shared/deadline.py)
+    so a service that was hung refuses the call instead of processing a stale login.
     """
 
     def setup(self):
@@ -36,12 +38,13 @@ class ServiceRpc(RpcProxy):
         super().setup()
 
     def get_dependency(self, worker_ctx):
-        return _BoundedProxy(super().get_dependency(worker_ctx), self.target_service, self.timeout)
+        return _BoundedProxy(super().get_dependency(worker_ctx), worker_ctx, self.target_service, self.timeout)
 
 
 class _BoundedProxy:
-    def __init__(self, proxy, service_name, timeout):
+    def __init__(self, proxy, worker_ctx, service_name, timeout):
         self._proxy = proxy
+        self._worker_ctx = worker_ctx
         self._service_name = service_name
         self._timeout = timeout
 
@@ -49,6 +52,7 @@ class _BoundedProxy:
         method = getattr(self._proxy, method_name)
 
         def call(*args, **kwargs):
+            set_deadline(self._worker_ctx, self._timeout)
             try:
                 with eventlet.Timeout(self._timeout):
                     return method(*args, **kwargs)

@@ -122,7 +122,8 @@ def load_body(request, schema_cls, max_bytes):
         raise ValidationFailed(f"The request body must be at most {max_bytes} bytes")
     try:
         data = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        # RecursionError: a few KB of "[[[[..." nest deeper than the parser goes.
         raise ValidationFailed("The request body is not valid JSON") from None
     if not isinstance(data, dict):
         raise ValidationFailed("The request body must be a JSON object")

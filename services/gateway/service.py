@@ -21,7 +21,7 @@ from services.gateway.openapi import build_spec
 from services.gateway.storage import GatewayStorage
 
 SESSION_COOKIE = "mycepa_session"
-ACTIVATION_CODE = re.compile(r"^[A-Za-z0-9-]{4,64}$")
+ACTIVATION_CODE = re.compile(r"^[A-Za-z0-9-]{4,64}\Z")
 
 
 class GatewayService:

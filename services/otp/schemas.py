@@ -43,6 +43,7 @@ class ActivateArgs(Strict):
 
 class DeviceIdArgs(Strict):
     device_id = StrictString(required=True, validate=validate.Length(min=1, max=64))
+    reason = StrictString(load_default="admin", validate=validate.OneOf(["admin", "user", "replaced"]))
 
 
 class DeviceView(Schema):

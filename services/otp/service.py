@@ -1,4 +1,5 @@
 """The otp service: activation codes, device secrets, 10-digit TOTP verification, lockout."""
+import logging
 import math
 import uuid
 from datetime import timedelta
@@ -9,6 +10,7 @@ from nameko.timer import timer
 
 from shared import events
 from shared.clock import isoformat, utcnow
+from shared.deadline import Deadline
 from shared.errors import EXPECTED_ERRORS, Expired, InvalidCredentials, Locked, NotFound, Unavailable
 from shared.mongo import MongoStorage
 from services.otp import activation_codes, secrets
@@ -19,8 +21,14 @@ from services.otp.schemas import (
 )
 from services.otp.storage import OtpStorage
 
+log = logging.getLogger(__name__)
+
 WRONG_CODE = "Unknown username or wrong code"
+HARD_LOCKED = ("This account is locked after too many failed attempts; "
+               "an administrator must unlock it")
 WRONG_ACTIVATION = "This activation code is not valid"
+ACTIVATION_USED = "This activation code has already been used"
+ACTIVATION_LOCKED = "This activation code was tried wrongly too often; ask for a new one"
 # Verifying against this secret when a username has no authenticator makes an unknown
 # user cost the same time as a known one.
 _DECOY_SECRET = secrets.new_secret()
@@ -32,6 +40,7 @@ class OtpService:
     storage = MongoStorage(OtpStorage)
     config = OtpConfig()
     dispatch = EventDispatcher()
+    deadline = Deadline()
 
     @rpc
     def ping(self):
@@ -58,10 +67,11 @@ class OtpService:
     def activate_device(self, activation_code, public_key, platform, device_name, push_token=None):
         args = load_args(ActivateArgs, activation_code=activation_code, public_key=public_key,
                          platform=platform, device_name=device_name, push_token=push_token)
+        self.deadline.check()
         now = utcnow()
         code_id, secret_part = self._check_activation_code(args["activation_code"], now)
         if not self.storage.claim_activation_code(code_id, now):
-            raise Expired("This activation code has already been used")
+            raise Expired(ACTIVATION_USED)
         username = self.storage.find_activation_code(code_id)["username"]
 
         device_id = f"dev_{uuid.uuid4().hex}"
@@ -92,14 +102,14 @@ class OtpService:
             raise InvalidCredentials(WRONG_ACTIVATION)
         code_id, secret_part = parsed
         max_tries = self.config.settings["activation_max_tries"]
-        if record["failed_tries"] >= max_tries:
-            raise Locked("This activation code was tried wrongly too often; ask for a new one")
+        if self.storage.activation_tries_exhausted(record, max_tries):
+            raise Locked(ACTIVATION_LOCKED)
         if not activation_codes.matches(secret_part, record["secret_hash"]):
-            if self.storage.count_activation_failure(code_id) >= max_tries:
-                raise Locked("This activation code was tried wrongly too often; ask for a new one")
+            if self.storage.count_activation_failure(record, now) >= max_tries:
+                raise Locked(ACTIVATION_LOCKED)
             raise InvalidCredentials(WRONG_ACTIVATION)
         if record["used_at"] is not None:
-            raise Expired("This activation code has already been used")
+            raise Expired(ACTIVATION_USED)
         if record["expires_at"] <= now:
             raise Expired("This activation code has expired; ask for a new one")
         return code_id, secret_part
@@ -112,46 +122,54 @@ class OtpService:
         same for an unknown user and a wrong code."""
         args = load_args(VerifyArgs, username=username, code=code)
         username, code = args["username"], args["code"]
+        self.deadline.check()
         now = utcnow()
-        self._refuse_if_locked(username, now)
+        lockout = self.storage.lockout(username)
+        self._refuse_if_locked(username, lockout, now)
 
-        authenticators = self.storage.active_authenticators(username)
+        authenticators = self.storage.authenticators_of(username)
         if not authenticators:
             secrets.matching_step(_DECOY_SECRET, code, now)
         for authenticator in authenticators:
-            secret = self.config.box.decrypt(authenticator["secret"], authenticator["_id"])
-            step = secrets.matching_step(secret, code, now)
+            step = secrets.matching_step(self._secret_of(authenticator), code, now)
             if step is None:
                 continue
-            if self.storage.advance_last_step(authenticator["_id"], step, now):
-                self.storage.clear_failures(username)
-                events.dispatch_event(self.dispatch, events.OtpVerified,
-                                      username=username, device_id=authenticator["_id"])
-                return {"username": username, "device_id": authenticator["_id"]}
-            return self._refuse(username, "replayed", now)
-        return self._refuse(username, "invalid", now)
+            if not self.storage.accept_step(authenticator, step, now):
+                return self._refuse(username, lockout, "replayed", now)
+            self.storage.reset_lockout(username, lockout)
+            events.dispatch_event(self.dispatch, events.OtpVerified,
+                                  username=username, device_id=authenticator["_id"])
+            return {"username": username, "device_id": authenticator["_id"]}
+        return self._refuse(username, lockout, "invalid", now)
 
-    def _refuse_if_locked(self, username, now):
-        lockout = self.storage.lockout(username)
-        if lockout["hard_locked"]:
+    def _secret_of(self, authenticator):
+        try:
+            return self.config.box.decrypt(authenticator["secret"], authenticator["_id"])
+        except ValueError:
+            # A key was removed from OTP_ENCRYPTION_KEYS while secrets still use it: this
+            # device cannot verify until it is re-activated. An operator must see this.
+            log.error("cannot decrypt the OTP secret of device %s: its key is not configured",
+                      authenticator["_id"])
+            return _DECOY_SECRET
+
+    def _refuse_if_locked(self, username, lockout, now):
+        if self.storage.hard_locked(username, lockout, self.config.settings["hard_lock_failures"]):
             self._emit_rejected(username, "locked", lockout["failures"])
-            raise Locked("This account is locked after too many failed attempts; "
-                         "an administrator must unlock it")
+            raise Locked(HARD_LOCKED)
         if lockout["locked_until"] and lockout["locked_until"] > now:
             self._emit_rejected(username, "locked", lockout["failures"])
             raise _temporary_lock(lockout["locked_until"], now)
 
-    def _refuse(self, username, reason, now):
-        failures = self.storage.count_failure(username, now)
+    def _refuse(self, username, lockout, reason, now):
+        failures = self.storage.count_failure(username, lockout, now)
         self._emit_rejected(username, reason, failures)
         until, hard = lock_after(failures, self.config.settings, now)
+        self.storage.record_lockout(username, lockout, failures, until, now)
         if hard or until:
-            self.storage.lock(username, until, hard, now)
             events.dispatch_event(self.dispatch, events.AccountLocked, username=username,
                                   consecutive_failures=failures, hard=hard, until=until)
         if hard:
-            raise Locked("Too many failed attempts: this account is now locked; "
-                         "an administrator must unlock it")
+            raise Locked(HARD_LOCKED)
         if until:
             raise _temporary_lock(until, now)
         raise InvalidCredentials(WRONG_CODE)
@@ -165,11 +183,11 @@ class OtpService:
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def list_devices(self, username):
         username = load_args(UsernameArgs, username=username)["username"]
-        return DeviceView(many=True).dump(self.storage.devices_of(username))
+        return DeviceView(many=True).dump(self.storage.authenticators_of(username, active_only=False))
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def revoke_device(self, device_id, reason="admin"):
-        device_id = load_args(DeviceIdArgs, device_id=device_id)["device_id"]
+        device_id = load_args(DeviceIdArgs, device_id=device_id, reason=reason)["device_id"]
         device = self.storage.revoke_authenticator(device_id, utcnow())
         if device is None:
             raise NotFound("No active device with this id")
@@ -181,9 +199,10 @@ class OtpService:
     def unlock(self, username):
         username = load_args(UsernameArgs, username=username)["username"]
         now = utcnow()
-        previous = self.storage.unlock(username)
-        was_locked = bool(previous and (previous.get("hard_locked") or
-                                        (previous.get("locked_until") or now) > now))
+        lockout = self.storage.lockout(username)
+        was_locked = (self.storage.hard_locked(username, lockout, self.config.settings["hard_lock_failures"])
+                      or (lockout["locked_until"] or now) > now)
+        self.storage.reset_lockout(username, lockout, force=True)
         if was_locked:
             events.dispatch_event(self.dispatch, events.AccountUnlocked, username=username, by="admin")
         return {"username": username, "was_locked": was_locked}

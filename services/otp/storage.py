@@ -1,12 +1,20 @@
 """The otp service's own database: activation codes, authenticators, lockout state.
 
-Every state change that must not happen twice is one conditional update, so it holds
-across any number of otp instances: claiming an activation code, advancing an
-authenticator's last accepted time step, counting a failure.
+Read shared/mongo.py first: on the MongoDB-wire server we test with, only unique inserts
+are exact under concurrency and only `_id` lookups are indexed. Hence the layout:
+- `accounts` {_id: username, device_ids}: finds a user's authenticators by `_id`.
+- `authenticators` {_id: device_id, ...}: the encrypted secret and the status, which is
+  authoritative (a revoked authenticator never verifies, whatever else a race did).
+- `used_steps` {_id: "device#step"}: a time step is accepted once, by a unique insert.
+- `failures` {_id: "username#epoch#n"}: the n-th consecutive failure, numbered exactly
+  by a unique insert; a success or an unlock starts a new epoch.
+- `lockouts` {_id: username, epoch, failures, locked_until}: a summary for the fast
+  path; the tickets are the truth where it matters (the hard lock).
+- `activation_codes`, `activation_claims` (used once), `activation_failures` (tickets).
 """
+import secrets
 from datetime import timedelta
 
-from pymongo import ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
 from shared.mongo import ASCENDING, IndexModel, Storage
@@ -14,43 +22,43 @@ from shared.mongo import ASCENDING, IndexModel, Storage
 ACTIVE, REVOKED = "active", "revoked"
 
 
-# FerretDB v1 implements no projection in findAndModify: those calls return whole documents.
 class OtpStorage(Storage):
     database_name = "otp"
+    # Only the background purges query by these fields.
     indexes = {
         "activation_codes": [IndexModel([("expires_at", ASCENDING)])],
-        "authenticators": [IndexModel([("username", ASCENDING), ("status", ASCENDING)])],
-        "lockouts": [IndexModel([("updated_at", ASCENDING)])],
+        "used_steps": [IndexModel([("at", ASCENDING)])],
+        "failures": [IndexModel([("at", ASCENDING)])],
     }
 
     # -- activation codes ------------------------------------------------------------
 
     def add_activation_code(self, code_id, secret_hash, username, now, expires_at):
         """Store a new code; False when `code_id` is taken (the caller draws another)."""
-        try:
-            self.db.activation_codes.insert_one({
-                "_id": code_id, "secret_hash": secret_hash, "username": username,
-                "created_at": now, "expires_at": expires_at, "used_at": None, "failed_tries": 0,
-            })
-            return True
-        except DuplicateKeyError:
-            return False
+        return self.claim("activation_codes", code_id, secret_hash=secret_hash, username=username,
+                          created_at=now, expires_at=expires_at, used_at=None, failed_tries=0)
 
     def find_activation_code(self, code_id):
         return self.db.activation_codes.find_one({"_id": code_id})
 
-    def count_activation_failure(self, code_id):
-        document = self.db.activation_codes.find_one_and_update(
-            {"_id": code_id}, {"$inc": {"failed_tries": 1}}, return_document=ReturnDocument.AFTER)
-        return document["failed_tries"] if document else 0
+    def count_activation_failure(self, record, now):
+        """Number this wrong try of the code exactly; the count so far."""
+        tries = self.take_ticket("activation_failures", record["_id"], after=record["failed_tries"], at=now)
+        self.db.activation_codes.update_one({"_id": record["_id"]}, {"$max": {"failed_tries": tries}})
+        return tries
+
+    def activation_tries_exhausted(self, record, max_tries):
+        return record["failed_tries"] >= max_tries or self.has_ticket("activation_failures", record["_id"], max_tries)
 
     def claim_activation_code(self, code_id, now):
         """Mark the code used; True for exactly one caller however many race."""
-        claimed = self.db.activation_codes.find_one_and_update(
-            {"_id": code_id, "used_at": None, "expires_at": {"$gt": now}}, {"$set": {"used_at": now}})
-        return claimed is not None
+        if not self.claim("activation_claims", code_id, at=now):
+            return False
+        self.db.activation_codes.update_one({"_id": code_id}, {"$set": {"used_at": now}})
+        return True
 
     def release_activation_code(self, code_id):
+        self.db.activation_claims.delete_one({"_id": code_id})
         self.db.activation_codes.update_one({"_id": code_id}, {"$set": {"used_at": None}})
 
     # -- authenticators (one per activated device) -----------------------------------
@@ -60,65 +68,106 @@ class OtpStorage(Storage):
             "_id": device_id, "username": username, "secret": encrypted_secret,
             "platform": platform, "device_name": device_name, "status": ACTIVE,
             "created_at": now, "last_used_at": None, "revoked_at": None,
-            # the highest time step ever accepted: codes of that step or older are refused
+            # the highest time step accepted: codes of older steps are refused
             "last_step": 0,
         })
+        self._link_device(username, device_id)
 
-    def active_authenticators(self, username):
-        return list(self.db.authenticators.find({"username": username, "status": ACTIVE}))
+    def _link_device(self, username, device_id):
+        # $addToSet is read-modify-write on FerretDB: a concurrent activation of the same
+        # user could drop one id, so read back and repeat until the id is there.
+        for _ in range(5):
+            try:
+                self.db.accounts.update_one({"_id": username}, {"$addToSet": {"device_ids": device_id}}, upsert=True)
+            except DuplicateKeyError:
+                continue  # two first activations raced to create the account
+            account = self.db.accounts.find_one({"_id": username})
+            if account and device_id in account.get("device_ids", []):
+                return
+        raise RuntimeError("could not link the device to its account")
 
-    def advance_last_step(self, device_id, step, now):
-        """Accept time step `step` once: True only if no step >= `step` was accepted before."""
-        advanced = self.db.authenticators.find_one_and_update(
-            {"_id": device_id, "status": ACTIVE, "last_step": {"$lt": step}},
-            {"$set": {"last_step": step, "last_used_at": now}},
-        )
-        return advanced is not None
+    def authenticators_of(self, username, active_only=True):
+        account = self.db.accounts.find_one({"_id": username})
+        found = []
+        for device_id in account.get("device_ids", []) if account else []:
+            authenticator = self.db.authenticators.find_one({"_id": device_id})
+            if authenticator and (authenticator["status"] == ACTIVE or not active_only):
+                found.append(authenticator)
+        return found
 
-    def devices_of(self, username):
-        return list(self.db.authenticators.find(
-            {"username": username}, projection={"secret": 0, "last_step": 0}).sort("created_at", ASCENDING))
+    def accept_step(self, authenticator, step, now):
+        """Accept time step `step` of this authenticator once, and never an older one.
+
+        True for exactly one caller per step (a unique insert), however many requests
+        and otp instances race with the same code.
+        """
+        if step <= authenticator["last_step"]:
+            return False
+        if not self.claim("used_steps", f"{authenticator['_id']}#{step}", at=now):
+            return False
+        self.db.authenticators.update_one({"_id": authenticator["_id"]},
+                                          {"$max": {"last_step": step}, "$set": {"last_used_at": now}})
+        return True
 
     def revoke_authenticator(self, device_id, now):
         """The authenticator as it was before revoking, or None if unknown or already revoked."""
-        return self.db.authenticators.find_one_and_update(
-            {"_id": device_id, "status": ACTIVE}, {"$set": {"status": REVOKED, "revoked_at": now}})
+        authenticator = self.db.authenticators.find_one({"_id": device_id})
+        if authenticator is None or authenticator["status"] != ACTIVE:
+            return None
+        self.db.authenticators.update_one({"_id": device_id}, {"$set": {"status": REVOKED, "revoked_at": now}})
+        return authenticator
 
     def find_authenticator(self, device_id):
-        return self.db.authenticators.find_one({"_id": device_id}, projection={"secret": 0})
+        return self.db.authenticators.find_one({"_id": device_id})
 
     # -- lockout ---------------------------------------------------------------------
 
     def lockout(self, username):
-        """{failures, locked_until, hard_locked} of `username`, defaults for a clean record."""
-        return {"failures": 0, "locked_until": None, "hard_locked": False,
+        """{epoch, failures, locked_until} of `username`; a clean record when none is stored."""
+        return {"epoch": "0", "failures": 0, "locked_until": None,
                 **(self.db.lockouts.find_one({"_id": username}) or {})}
 
-    def count_failure(self, username, now):
-        """Add one consecutive failure atomically; the new count."""
-        document = self.db.lockouts.find_one_and_update(
-            {"_id": username}, {"$inc": {"failures": 1}, "$set": {"updated_at": now}},
-            upsert=True, return_document=ReturnDocument.AFTER)
-        return document["failures"]
+    def hard_locked(self, username, lockout, hard_lock_failures):
+        if lockout["failures"] == 0:
+            # No failure in this epoch (every failure writes the summary after taking
+            # its ticket): skip the ticket lookup on the common path.
+            return False
+        return (lockout["failures"] >= hard_lock_failures or
+                self.has_ticket("failures", f"{username}#{lockout['epoch']}", hard_lock_failures))
 
-    def lock(self, username, until, hard, now):
-        self.db.lockouts.update_one(
-            {"_id": username}, {"$set": {"locked_until": until, "hard_locked": hard, "updated_at": now}})
+    def count_failure(self, username, lockout, now):
+        """Number this consecutive failure exactly; the count in the current epoch."""
+        return self.take_ticket("failures", f"{username}#{lockout['epoch']}", after=lockout["failures"], at=now)
 
-    def clear_failures(self, username):
-        """Forget failures after a success; a hard lock is never cleared here."""
-        self.db.lockouts.delete_one({"_id": username, "hard_locked": {"$ne": True}})
+    def record_lockout(self, username, lockout, failures, locked_until, now):
+        """Store the summary; `$max` so a slower, older write never lowers it."""
+        update = {"$max": {"failures": failures}, "$set": {"epoch": lockout["epoch"], "updated_at": now}}
+        if locked_until is not None:
+            update["$max"]["locked_until"] = locked_until
+        for _ in range(3):
+            try:
+                self.db.lockouts.update_one({"_id": username}, update, upsert=True)
+                return
+            except DuplicateKeyError:
+                continue  # two first failures raced to create the record
 
-    def unlock(self, username):
-        """Clear every lock; the state before, or None if there was nothing to clear."""
-        return self.db.lockouts.find_one_and_delete({"_id": username})
+    def reset_lockout(self, username, lockout, force=False):
+        """Start a new epoch: consecutive failures count from zero again.
+
+        Without `force` (a successful login) nothing is written when nothing was counted.
+        """
+        if "_id" not in lockout or not (force or lockout["failures"] or lockout["locked_until"]):
+            return None
+        self.db.lockouts.update_one({"_id": username}, {"$set": {
+            "epoch": secrets.token_hex(8), "failures": 0, "locked_until": None}})
+        return lockout
 
     # -- housekeeping ----------------------------------------------------------------
 
     def purge_expired(self, now):
-        # Used or expired codes are kept a week for audit; idle failure counters a day.
-        # Hard locks are never purged: only an admin ends them.
+        # Codes are kept a week past expiry for audit; used steps only while a code of
+        # that step could still be presented; failure tickets a day after the fact.
         removed = self.db.activation_codes.delete_many({"expires_at": {"$lt": now - timedelta(days=7)}})
-        idle = self.db.lockouts.delete_many({"hard_locked": {"$ne": True}, "updated_at": {"$lt": now - timedelta(days=1)},
-                                             "$or": [{"locked_until": None}, {"locked_until": {"$lt": now}}]})
-        return removed.deleted_count + idle.deleted_count
+        steps = self.db.used_steps.delete_many({"at": {"$lt": now - timedelta(minutes=10)}})
+        tickets = self.db.failures.delete_many({"at": {"$lt": now - timedelta(days=1)}})
+        return removed.deleted_count + steps.deleted_count + tickets.deleted_count
