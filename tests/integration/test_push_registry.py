@@ -1,0 +1,64 @@
+"""The push service's device registry, fed by otp's events over the real RabbitMQ and
+stored in the real MongoDB-wire server: idempotent under redelivery and reordering."""
+import pytest
+from nameko.standalone.events import event_dispatcher
+from nameko.testing.services import entrypoint_waiter
+
+from shared import events
+from services.push.service import PushService
+from tests.conftest import service_db
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def push(container_factory, rabbit_config, mongo_client):
+    container = container_factory(PushService, rabbit_config)
+    container.start()
+    return container
+
+
+@pytest.fixture
+def emit(rabbit_config):
+    dispatch = event_dispatcher(rabbit_config)
+
+    def emit_event(event_cls, **payload):
+        event = events.build_event(event_cls, **payload)
+        dispatch(event_cls.source, event_cls.name, event)
+        return event
+
+    return emit_event
+
+
+def activated(device_id, username="W5000001"):
+    return dict(device_id=device_id, username=username, platform="ios", push_token="a" * 64,
+                public_key="-----BEGIN PUBLIC KEY-----\n...\n-----END PUBLIC KEY-----\n", device_name="iPhone")
+
+
+def test_an_activated_device_is_registered_once_however_often_the_event_arrives(push, emit, mongo_client):
+    devices = service_db(mongo_client, "push").devices
+    for _ in range(3):   # a redelivered event changes nothing twice
+        with entrypoint_waiter(push, "on_device_activated"):
+            emit(events.DeviceActivated, **activated("dev_int_1"))
+    stored = list(devices.find({"_id": "dev_int_1"}))
+    assert len(stored) == 1
+    assert stored[0]["status"] == "active" and stored[0]["push_token"] == "a" * 64
+    assert stored[0]["username"] == "W5000001"
+
+
+def test_a_revocation_that_overtakes_the_activation_wins(push, emit, mongo_client):
+    devices = service_db(mongo_client, "push").devices
+    with entrypoint_waiter(push, "on_device_revoked"):
+        emit(events.DeviceRevoked, device_id="dev_int_2", username="W5000001", reason="admin")
+    with entrypoint_waiter(push, "on_device_activated"):
+        emit(events.DeviceActivated, **activated("dev_int_2"))
+    assert devices.find_one({"_id": "dev_int_2"})["status"] == "revoked"
+
+
+def test_a_malformed_event_is_dropped_without_touching_the_registry(push, rabbit_config, mongo_client):
+    devices = service_db(mongo_client, "push").devices
+    before = devices.count_documents({})
+    dispatch = event_dispatcher(rabbit_config)
+    with entrypoint_waiter(push, "on_device_activated"):
+        dispatch("otp", events.DeviceActivated.name, {"device_id": {"$ne": None}, "username": "x"})
+    assert devices.count_documents({}) == before
