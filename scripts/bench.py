@@ -52,6 +52,7 @@ TARGET_RPS = 300.0
 TARGET_P99_MS = 50.0
 
 LOGIN_PATH = "/api/login"
+SCENARIOS = ("successful_logins", "failed_logins")
 RUN_DIR = ROOT / ".data" / "run"
 REPORT_PATH = ROOT / ".data" / "bench.json"
 
@@ -153,7 +154,7 @@ def _proc_table():
 def _stack_roots():
     """{group name: [root pid, ...]} from the stack's pidfiles (gateway-1.pid -> gateway)."""
     roots = {}
-    for pidfile in sorted(RUN_DIR.glob("*.pid")):
+    for pidfile in sorted(Path(RUN_DIR).glob("*.pid")):
         try:
             pid = int(pidfile.read_text().strip())
         except (OSError, ValueError):
@@ -282,14 +283,22 @@ class Progress:
         sys.stderr.flush()
 
 
-def provision_users(url, admin_token, count, workers):
-    """`count` activated devices, made through the public API concurrently; (devices, stats)."""
+def provision_users(url, admin_token, count, workers, time_limit):
+    """`count` activated devices, made through the public API concurrently; (devices, stats).
+
+    Gives up after `time_limit` seconds and returns what it has: on a slow stack the
+    scenarios then run with fewer users (and may stop early, which the report says).
+    """
     run_id = secrets.token_hex(3)
     devices, failures = [], Counter()
     lock = threading.Lock()
     progress = Progress("provisioning users", count)
 
+    given_up = threading.Event()
+
     def one(index):
+        if given_up.is_set():
+            return
         username = f"bench-{run_id}-{index:05d}"
         last_error = None
         for _ in range(3):  # a 503 or a reset connection is retried; anything else is reported
@@ -313,15 +322,23 @@ def provision_users(url, admin_token, count, workers):
             failures[last_error] += 1
 
     started = time.perf_counter()
+    stopped = None
     with ThreadPoolExecutor(max_workers=workers) as pool:
         futures = [pool.submit(one, index) for index in range(count)]
         while True:
             done = sum(future.done() for future in futures)
-            progress.show(len(devices), f"failed {sum(failures.values())}", force=True)
+            elapsed = time.perf_counter() - started
+            rate = len(devices) / elapsed if elapsed > 0 else 0
+            eta = f"eta {(count - done) / rate:4.0f} s" if rate > 0 and done < count else ""
+            progress.show(len(devices), f"failed {sum(failures.values())} {eta}", force=True)
             if done == count:
                 break
             if failures.get("http_401", 0) and not devices and done >= min(count, workers):
-                # the admin token is refused: cancel the rest instead of hammering
+                stopped = "the admin token was refused (401)"
+            elif elapsed > time_limit:
+                stopped = f"gave up after the --provision-timeout of {time_limit:g} s"
+            if stopped:
+                given_up.set()
                 for future in futures:
                     future.cancel()
                 break
@@ -332,6 +349,8 @@ def provision_users(url, admin_token, count, workers):
     stats = {"requested": count, "provisioned": len(devices), "failed": dict(failures),
              "workers": workers, "seconds": round(elapsed, 2),
              "users_per_s": round(len(devices) / elapsed, 1) if elapsed > 0 else None}
+    if stopped:
+        stats["stopped"] = stopped
     return devices, stats
 
 
@@ -534,7 +553,9 @@ def parse_args(argv):
     parser.add_argument("--users", type=int, default=4000,
                         help="users provisioned for the successful-login scenario, each logs in once; "
                              "needs about rate x duration (0 skips that scenario)")
-    parser.add_argument("--provision-workers", type=int, default=32, help="concurrency while provisioning")
+    parser.add_argument("--provision-workers", type=int, default=16, help="concurrency while provisioning")
+    parser.add_argument("--provision-timeout", type=float, default=300.0,
+                        help="stop provisioning after this many seconds and run with the users made so far")
     parser.add_argument("--attempts-per-username", type=int,
                         default=max(1, min(3, int(free) if free.isdigit() else 3)),
                         help="wrong codes per username in failed_logins; keep it <= OTP_FREE_FAILURES "
@@ -543,14 +564,21 @@ def parse_args(argv):
     parser.add_argument("--scenarios", default="successful_logins,failed_logins",
                         help="comma-separated scenarios to run")
     parser.add_argument("--output", default=str(REPORT_PATH), help="where the JSON report is written too")
+    parser.add_argument("--pid-dir", default=str(RUN_DIR),
+                        help="pidfiles of the stack's processes, for the CPU-per-process figures")
     args = parser.parse_args(argv)
     if args.clients < 1 or args.duration <= 0 or args.users < 0 or args.provision_workers < 1:
         parser.error("--clients, --duration and --provision-workers must be positive, --users >= 0")
+    unknown = {name.strip() for name in args.scenarios.split(",") if name.strip()} - set(SCENARIOS)
+    if unknown:
+        parser.error(f"unknown scenarios {sorted(unknown)}; choose from {', '.join(SCENARIOS)}")
     return args
 
 
 def main(argv=None):
+    global RUN_DIR
     args = parse_args(argv)
+    RUN_DIR = Path(args.pid_dir)
     url = args.url.rstrip("/")
     wanted = [name.strip() for name in args.scenarios.split(",") if name.strip()]
 
@@ -571,6 +599,7 @@ def main(argv=None):
         "machine": machine_facts(),
         "stack_ready": ready,
         "settings": {"clients": args.clients, "duration_s": args.duration, "users": args.users,
+                     "provision_workers": args.provision_workers,
                      "attempts_per_username": args.attempts_per_username, "timeout_s": args.timeout},
         "target": {"min_rps": TARGET_RPS, "max_p99_ms": TARGET_P99_MS,
                    "note": "met when the rate of expected answers >= min_rps, p99 < max_p99_ms "
@@ -590,10 +619,14 @@ def main(argv=None):
             print("[bench] MYCEPA_ADMIN_TOKEN is not set: cannot provision users", file=sys.stderr)
         elif args.users:
             devices, report["provisioning"] = provision_users(url, admin_token, args.users,
-                                                              args.provision_workers)
+                                                              args.provision_workers, args.provision_timeout)
             failed = report["provisioning"]["failed"]
             if failed:
-                report["notes"].append(f"provisioning failures: {failed}")
+                report["notes"].append(
+                    f"provisioning failures: {failed} (a 503 is the gateway's RPC timeout; the otp "
+                    "service may still have activated that device, which then stays unused)")
+            if report["provisioning"].get("stopped"):
+                report["notes"].append("provisioning stopped early: " + report["provisioning"]["stopped"])
 
     if "successful_logins" in wanted:
         if not devices:

@@ -12,6 +12,7 @@ import hmac
 import os
 
 import pyotp
+from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 DIGITS = 10
@@ -71,7 +72,10 @@ class SecretBox:
         key = self._keys.get(blob[:4])
         if key is None:
             raise ValueError("secret was encrypted with a key that is not configured")
-        return key.decrypt(blob[4:16], blob[16:], record_id.encode()).decode()
+        try:
+            return key.decrypt(blob[4:16], blob[16:], record_id.encode()).decode()
+        except InvalidTag:
+            raise ValueError("secret is corrupt or belongs to another record") from None
 
 
 def _decode_key(encoded):

@@ -140,16 +140,21 @@ class OtpStorage(Storage):
         return self.take_ticket("failures", f"{username}#{lockout['epoch']}", after=lockout["failures"], at=now)
 
     def record_lockout(self, username, lockout, failures, locked_until, now):
-        """Store the summary; `$max` so a slower, older write never lowers it."""
-        update = {"$max": {"failures": failures}, "$set": {"epoch": lockout["epoch"], "updated_at": now}}
+        """Store the summary for the epoch the failure was counted in.
+
+        `$max`, so a slower write of an earlier failure never lowers it; and only while
+        that epoch is current, so a failure finishing after a success or an unlock
+        started a new epoch does not bring the old count back.
+        """
+        update = {"$max": {"failures": failures}, "$set": {"updated_at": now}}
         if locked_until is not None:
             update["$max"]["locked_until"] = locked_until
-        for _ in range(3):
-            try:
-                self.db.lockouts.update_one({"_id": username}, update, upsert=True)
-                return
-            except DuplicateKeyError:
-                continue  # two first failures raced to create the record
+        if self.db.lockouts.update_one({"_id": username, "epoch": lockout["epoch"]}, update).matched_count:
+            return
+        # No record yet (or the epoch moved on, in which case the insert collides and
+        # this failure belongs to a finished epoch).
+        self.claim("lockouts", username, epoch=lockout["epoch"], failures=failures,
+                   locked_until=locked_until, updated_at=now)
 
     def reset_lockout(self, username, lockout, force=False):
         """Start a new epoch: consecutive failures count from zero again.

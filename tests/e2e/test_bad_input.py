@@ -11,6 +11,8 @@ malformed activation neither uses up nor counts against the activation code.
 """
 import json
 import secrets
+import time
+import urllib.parse
 from dataclasses import dataclass, field
 
 import pytest
@@ -19,7 +21,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from clients.device import Device
-from tests.conftest import TEST_ENV, service_db
+from tests.conftest import BROKER_API, TEST_ENV, Stack, service_db, vhost_uri
 
 pytestmark = pytest.mark.e2e
 
@@ -30,10 +32,27 @@ FAKE_CODE = "ZZZZ-ZZZZ-ZZZZ-ZZZZ"    # shaped like an activation code; never iss
 FAKE_PASSWORD = "3141592653"        # shaped like a 10-digit OTP code
 TIMEOUT = 10
 
+
+def known_bug(reason):
+    """A case that fails today because of a product bug. Strict: once fixed it XPASSes, which
+    fails the run, so the marker is removed and the case guards the fix from then on."""
+    return pytest.mark.xfail(strict=True, reason="product bug: " + reason)
+
+
+SERVER_LIMIT_BUG = known_bug("eventlet's own 414 / 400 for a request line or header over 8 KiB has an empty "
+                             "body and no Content-Type, not the JSON error shape")
+EMPTY_SEGMENT_BUG = known_bug("an empty path segment ('//') makes werkzeug raise RequestRedirect, which "
+                              "error_response turns into a 308 'validation_error' without a Location header")
+SURROGATE_NAME_BUG = known_bug("a device_name with a lone surrogate passes validation, then pymongo cannot "
+                               "encode it: otp crashes and the gateway answers 500")
+SURROGATE_TOKEN_BUG = known_bug("a push_token with a lone surrogate is accepted (201), then the push service "
+                                "cannot store it and requeues the DeviceActivated event forever: the device is "
+                                "never registered for push")
+
 # The error codes each status may carry (DESIGN §4; 405, 413 and 415 as the gateway maps them).
 ERROR_CODES = {400: {"validation_error"}, 401: {"unauthenticated", "invalid_credentials"},
                404: {"not_found"}, 405: {"method_not_allowed"}, 413: {"validation_error"},
-               414: {"validation_error"}, 415: {"validation_error"}}
+               414: {"validation_error"}, 415: {"validation_error"}, 431: {"validation_error"}}
 
 
 def _pem(public_key):
@@ -240,6 +259,10 @@ ODD_STRINGS = {
 }
 
 
+# Odd strings that are fine for some fields: a werkboeknummer may be all digits.
+VALID_FOR = {"username": ("digits-9", "digits-11")}
+
+
 def field_cases(ep):
     """{case id: (requests kwargs, allowed statuses)} of bodies with one bad field."""
     cases = {}
@@ -249,6 +272,8 @@ def field_cases(ep):
         for label, value in {**WRONG_TYPES, **ODD_STRINGS}.items():
             if value is None and name not in ep.required:
                 continue        # null is what an optional field means by absent
+            if label in VALID_FOR.get(name, ()):
+                continue
             body = {**ep.body, name: value}
             statuses = (400,)
             limit = ep.service_checked.get(name)
@@ -280,7 +305,7 @@ def test_bad_json_bodies_are_refused_with_the_error_shape(stack, http, nothing_w
     if isinstance(body, bytes):
         try:
             submitted = json.loads(body)
-        except ValueError:
+        except (ValueError, RecursionError):
             pass
     response = http.post(stack.base_url + endpoint.path, **{**kwargs, "headers": headers}, timeout=TIMEOUT)
     assert_error(response, statuses, hidden=endpoint.hidden(submitted))
@@ -387,9 +412,12 @@ def test_odd_path_parameters_are_refused_with_the_error_shape(stack, http, nothi
     assert_error(anonymous, 404 if "slash" in value else 401, hidden=hidden)
 
 
-def test_a_url_over_the_server_line_limit_gets_a_json_4xx(stack, http):
-    url = stack.base_url + "/api/admin/users/{}/devices".format("W" * 9000)
-    assert_error(http.get(url, headers=ADMIN, timeout=TIMEOUT), (400, 404, 414))
+@pytest.mark.parametrize("where", [pytest.param("url", marks=SERVER_LIMIT_BUG),
+                                   pytest.param("header", marks=SERVER_LIMIT_BUG)])
+def test_a_request_line_or_header_over_the_server_limit_gets_a_json_4xx(stack, http, where):
+    url = stack.base_url + "/api/admin/users/{}/devices".format("W" * 9000 if where == "url" else "W1")
+    headers = {**ADMIN, "X-Padding": "x" * 9000} if where == "header" else ADMIN
+    assert_error(http.get(url, headers=headers, timeout=TIMEOUT), (400, 404, 414, 431))
 
 
 # -- the session endpoints -------------------------------------------------------------
@@ -480,19 +508,41 @@ UNKNOWN_PATHS = {
     "encoded-unicode": ("GET", "/api/%F0%9F%92%A9"),
     "invalid-utf8": ("POST", "/api/%FF"),
     "long-3000": ("GET", "/api/" + "x" * 3000),
-    "encoded-slash-in-login": ("POST", "/api%2Flogin"),
-    "double-slash-prefix": ("GET", "//api/me"),
-    "double-slash-inside": ("DELETE", "/api/admin//devices/dev_x"),
+}
+# Paths with an empty segment inside: not routes. A JSON API answers 404 (a real redirect,
+# 308 with a Location, would do too).
+EMPTY_SEGMENT_PATHS = {
+    "me": ("GET", "/api//me"),
+    "revoke": ("DELETE", "/api/admin//devices/dev_x"),
+    "unlock": ("POST", "/api/admin/users//W1/unlock"),
+    "devices": ("GET", "/api/admin/users/W1//devices"),
 }
 
 
+def _unknown(http, stack, method, path):
+    return http.request(method, stack.base_url + path, data=b'{"a": 1}', allow_redirects=False,
+                        headers={"Content-Type": "application/json", **ADMIN}, timeout=TIMEOUT)
+
+
 @pytest.mark.parametrize("case", list(UNKNOWN_PATHS))
-def test_unknown_paths_are_a_json_404(stack, http, case):
-    method, path = UNKNOWN_PATHS[case]
-    answer = http.request(method, stack.base_url + path, data=b'{"a": 1}', allow_redirects=False,
-                          headers={"Content-Type": "application/json", **ADMIN}, timeout=TIMEOUT)
-    body = assert_error(answer, 404, hidden=(ADMIN_TOKEN,))
+def test_unknown_paths_are_a_json_404(stack, http, nothing_written, case):
+    body = assert_error(_unknown(http, stack, *UNKNOWN_PATHS[case]), 404, hidden=(ADMIN_TOKEN,))
     assert body["error"] == "not_found"
+
+
+@pytest.mark.parametrize("case", [pytest.param(case, marks=EMPTY_SEGMENT_BUG) for case in EMPTY_SEGMENT_PATHS])
+def test_paths_with_an_empty_segment_are_a_json_404(stack, http, nothing_written, case):
+    answer = _unknown(http, stack, *EMPTY_SEGMENT_PATHS[case])
+    if answer.status_code == 308:
+        assert answer.headers.get("Location"), "a redirect without Location: " + describe(answer)
+        return
+    assert assert_error(answer, 404, hidden=(ADMIN_TOKEN,))["error"] == "not_found"
+
+
+def test_paths_the_server_decodes_to_a_route_are_served_as_that_route(stack, http):
+    """WSGI decodes %2F in PATH_INFO and the server folds a leading '//': these reach a route."""
+    assert_error(_unknown(http, stack, "POST", "/api%2Flogin"), 400)
+    assert_error(_unknown(http, stack, "GET", "//api/me"), 401)
 
 
 WRONG_METHODS = {
@@ -650,33 +700,87 @@ def test_malformed_activations_leave_the_activation_code_usable(stack, mongo_cli
     assert devices.status_code == 200 and len(devices.json()["devices"]) == 1, describe(devices)
 
 
-ODD_DEVICE_NAMES = {
-    "lone-surrogate": "\ud800",
-    "nul": "\x00",
-    "nul-inside": "Pixel\x00van Jan",
-    "ansi-escape": "\x1b[2J\x1b[31mPixel",
-    "rtl-override": "\u202eliF",
-    "emoji": "Pixel \U0001f44d",
+# Odd but JSON-valid strings sent with a real activation code: {case: (field, value, platform)}.
+ODD_WITH_A_REAL_CODE = {
+    "device_name-nul": ("device_name", "\x00", "poll"),
+    "device_name-nul-inside": ("device_name", "Pixel\x00van Jan", "poll"),
+    "device_name-ansi-escape": ("device_name", "\x1b[2J\x1b[31mPixel", "poll"),
+    "device_name-rtl-override": ("device_name", "\u202eliF", "poll"),
+    "device_name-emoji": ("device_name", "Pixel \U0001f44d", "poll"),
+    "device_name-lone-surrogate": ("device_name", "\ud800", "poll"),
+    "push_token-nul-inside": ("push_token", "tok\x00en", "android"),
+    "push_token-emoji": ("push_token", "\U0001f44d", "ios"),
+    "push_token-lone-surrogate": ("push_token", "\ud800", "android"),
 }
+ODD_WITH_A_REAL_CODE_BUGS = {"device_name-lone-surrogate": SURROGATE_NAME_BUG,
+                             "push_token-lone-surrogate": SURROGATE_TOKEN_BUG}
 
 
-@pytest.mark.parametrize("name", list(ODD_DEVICE_NAMES))
-def test_an_odd_device_name_with_a_real_code_is_accepted_or_refused_cleanly(stack, mongo_client, name):
-    """A real code and an odd but JSON-valid device name: 201, or a 4xx leaving the code usable."""
+def _eventually(probe, seconds=3.0):
+    deadline = time.monotonic() + seconds
+    while True:
+        found = probe()
+        if found or time.monotonic() > deadline:
+            return found
+        time.sleep(0.1)
+
+
+# Cases that may leave a poison message behind (a DeviceActivated event the push service
+# requeues forever) run on services of their own, so the session's stack stays clean.
+ISOLATED = {"push_token-lone-surrogate"}
+
+
+@pytest.fixture
+def isolated_stack(mongo_client, artifacts_dir):
+    """The services on a RabbitMQ vhost of their own, removed with everything queued in it."""
+    api = urllib.parse.urlsplit(BROKER_API.rstrip("/"))
+    admin = requests.Session()
+    admin.auth = (api.username or "guest", api.password or "guest")
+    base = urllib.parse.urlunsplit(api._replace(netloc=api.hostname + (f":{api.port}" if api.port else "")))
+    vhost = f"mycepa-test-{secrets.token_hex(4)}-isolated"
+    name = urllib.parse.quote(vhost, safe="")
+    admin.put(f"{base}/api/vhosts/{name}", timeout=TIMEOUT).raise_for_status()
+    admin.put(f"{base}/api/permissions/{name}/{admin.auth[0]}", json={"configure": ".*", "write": ".*", "read": ".*"},
+              timeout=TIMEOUT).raise_for_status()
+    log_dir = artifacts_dir / "logs" / "isolated"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    running = Stack(vhost_uri(vhost), log_dir, otp_instances=1)
+    try:
+        running.start()
+        yield running
+    finally:
+        running.stop()
+        admin.delete(f"{base}/api/vhosts/{name}", timeout=TIMEOUT)
+
+
+@pytest.mark.parametrize("case", [pytest.param(case, marks=ODD_WITH_A_REAL_CODE_BUGS.get(case, ()))
+                                  for case in ODD_WITH_A_REAL_CODE])
+def test_odd_strings_with_a_real_code_are_accepted_whole_or_refused_cleanly(request, mongo_client, case):
+    """201 with the device in otp and in push, or a 4xx leaving the code as it was."""
+    stack = request.getfixturevalue("isolated_stack" if case in ISOLATED else "stack")
+    name, value, platform = ODD_WITH_A_REAL_CODE[case]
     username = f"W{secrets.randbelow(10**9):09d}"
     code = _activation(stack.base_url, username)
-    device = Device.new(stack.base_url)
-    answer = requests.post(stack.base_url + "/api/devices/activate", timeout=TIMEOUT, json={
-        "activation_code": code, "public_key": device.public_key_pem, "platform": "poll",
-        "device_name": ODD_DEVICE_NAMES[name]})
+    body = {"activation_code": code, "public_key": Device.new(stack.base_url).public_key_pem,
+            "platform": platform, "push_token": "token-1" if platform != "poll" else None,
+            "device_name": "Phone", name: value}
+    answer = requests.post(stack.base_url + "/api/devices/activate", json=body, timeout=TIMEOUT)
     if answer.status_code == 201:
+        device_id = answer.json()["device_id"]
         devices = requests.get(f"{stack.base_url}/api/admin/users/{username}/devices", headers=ADMIN,
                                timeout=TIMEOUT)
         assert devices.status_code == 200, describe(devices)
-        assert [d["device_name"] for d in devices.json()["devices"]] == [ODD_DEVICE_NAMES[name]]
+        assert [d["device_id"] for d in devices.json()["devices"]] == [device_id]
+        if name == "device_name":
+            assert devices.json()["devices"][0]["device_name"] == value
+        push = service_db(mongo_client, "push").devices
+        registered = _eventually(lambda: push.find_one({"_id": device_id}))
+        assert registered is not None, "activated in otp but never registered in push"
+        assert registered[name] == value
         return
-    assert_error(answer, 400, hidden=(code,))
+    # Refused: first that nothing was half-written, then that the refusal is a clean 4xx.
     record = _code_record(mongo_client, code)
     assert record["failed_tries"] == 0 and record["used_at"] is None, record
     assert service_db(mongo_client, "otp").authenticators.count_documents({"username": username}) == 0
+    assert_error(answer, 400, hidden=(code,))
     assert Device.new(stack.base_url).activate(code)["username"] == username

@@ -1,21 +1,31 @@
-"""Helpers for the unit layer: no RabbitMQ, no database, every dependency a mock.
+"""Helpers for the unit layer: no RabbitMQ, no database, every dependency a mock or a fake.
 
 The root conftest (tests/conftest.py) has already patched eventlet and put the test
 settings (OTP_FREE_FAILURES=3, OTP_LOCK_BASE_SECONDS=1, OTP_LOCK_MAX_SECONDS=4,
 OTP_HARD_LOCK_FAILURES=6, ...) into os.environ; the otp settings here are loaded from it
 through an explicit mapping, so nothing is cached between tests.
+
+The otp worker's `storage` is a `Mock(spec=OtpStorage, wraps=FakeOtpStorage())`: every
+call is recorded (assert on it as on any mock) and answered by the in-memory fake, which
+keeps OtpStorage's contract (claims and tickets handed out once, lockout epochs, the
+`$max` summaries). A test seeds the fake (`worker.storage.fake`) or overrides one method
+with `return_value` / `side_effect`, which then bypasses the fake for that method.
 """
+import copy
 import os
+import secrets as stdlib_secrets
 from types import SimpleNamespace
 from unittest.mock import Mock
 
 import pytest
 from nameko.testing.services import worker_factory
+from pymongo.errors import DuplicateKeyError
 
 from shared.config import load_settings
 from services.otp.config import OtpSettings
 from services.otp.secrets import SecretBox
 from services.otp.service import OtpService
+from services.otp.storage import ACTIVE, REVOKED, OtpStorage
 
 
 def otp_settings(**overrides):
@@ -30,25 +40,187 @@ def otp_config(**overrides):
     return SimpleNamespace(settings=settings, box=SecretBox(settings["encryption_keys"]))
 
 
+class FakeOtpStorage:
+    """OtpStorage in memory: the same public methods with the same signatures (a test
+    compares them), the same semantics, no concurrency. Every read returns a copy, as a
+    database would, so a caller never holds a live reference to the stored state.
+
+    The `seed_*` methods are for arranging a test; they are not part of OtpStorage.
+    """
+
+    def __init__(self):
+        self.activation_codes = {}         # code_id -> record
+        self.activation_claims = set()     # code_id
+        self.activation_failures = set()   # "code_id#n"
+        self.accounts = {}                 # username -> [device_id, ...]
+        self.authenticators = {}           # device_id -> record
+        self.used_steps = set()            # "device_id#step"
+        self.failures = set()              # "username#epoch#n"
+        self.lockouts = {}                 # username -> {_id, epoch, failures, locked_until}
+
+    # -- arranging a test ------------------------------------------------------------
+
+    def seed_activation_code(self, record):
+        """Store `record` and the tickets of its `failed_tries` wrong tries."""
+        self.activation_codes[record["_id"]] = copy.deepcopy(record)
+        for number in range(1, record["failed_tries"] + 1):
+            self.activation_failures.add(f"{record['_id']}#{number}")
+
+    def seed_authenticator(self, device_id, username, encrypted_secret, status=ACTIVE, now=None):
+        self.add_authenticator(device_id, username, encrypted_secret, "poll", "Test phone", now)
+        self.authenticators[device_id]["status"] = status
+        if status == REVOKED:
+            self.authenticators[device_id]["revoked_at"] = now
+
+    def seed_failures(self, username, failures, locked_until=None):
+        """`failures` consecutive failures in the current epoch: the tickets and the summary."""
+        lockout = self.lockout(username)
+        for _ in range(failures):
+            self.count_failure(username, lockout, None)
+        self.lockouts[username] = {"_id": username, "epoch": lockout["epoch"], "failures": failures,
+                                   "locked_until": locked_until}
+
+    # -- Storage ---------------------------------------------------------------------
+
+    def ping(self):
+        return True
+
+    def purge_expired(self, now):
+        return 0
+
+    # -- activation codes ------------------------------------------------------------
+
+    def add_activation_code(self, code_id, secret_hash, username, now, expires_at):
+        if code_id in self.activation_codes:
+            return False
+        self.activation_codes[code_id] = {
+            "_id": code_id, "secret_hash": secret_hash, "username": username, "created_at": now,
+            "expires_at": expires_at, "used_at": None, "failed_tries": 0}
+        return True
+
+    def find_activation_code(self, code_id):
+        return copy.deepcopy(self.activation_codes.get(code_id))
+
+    def count_activation_failure(self, record, now):
+        tries = _next_ticket(self.activation_failures, record["_id"], record["failed_tries"])
+        stored = self.activation_codes[record["_id"]]
+        stored["failed_tries"] = max(stored["failed_tries"], tries)
+        return tries
+
+    def activation_tries_exhausted(self, record, max_tries):
+        return record["failed_tries"] >= max_tries or f"{record['_id']}#{max_tries}" in self.activation_failures
+
+    def claim_activation_code(self, code_id, now):
+        if code_id in self.activation_claims:
+            return False
+        self.activation_claims.add(code_id)
+        if code_id in self.activation_codes:
+            self.activation_codes[code_id]["used_at"] = now
+        return True
+
+    def release_activation_code(self, code_id):
+        self.activation_claims.discard(code_id)
+        if code_id in self.activation_codes:
+            self.activation_codes[code_id]["used_at"] = None
+
+    # -- authenticators --------------------------------------------------------------
+
+    def add_authenticator(self, device_id, username, encrypted_secret, platform, device_name, now):
+        if device_id in self.authenticators:
+            raise DuplicateKeyError(f"duplicate key: {device_id}")
+        self.authenticators[device_id] = {
+            "_id": device_id, "username": username, "secret": encrypted_secret,
+            "platform": platform, "device_name": device_name, "status": ACTIVE,
+            "created_at": now, "last_used_at": None, "revoked_at": None, "last_step": 0}
+        device_ids = self.accounts.setdefault(username, [])
+        if device_id not in device_ids:
+            device_ids.append(device_id)
+
+    def authenticators_of(self, username, active_only=True):
+        found = [self.authenticators[device_id] for device_id in self.accounts.get(username, [])
+                 if device_id in self.authenticators]
+        return [copy.deepcopy(record) for record in found if record["status"] == ACTIVE or not active_only]
+
+    def accept_step(self, authenticator, step, now):
+        if step <= authenticator["last_step"]:
+            return False
+        key = f"{authenticator['_id']}#{step}"
+        if key in self.used_steps:
+            return False
+        self.used_steps.add(key)
+        stored = self.authenticators[authenticator["_id"]]
+        stored["last_step"] = max(stored["last_step"], step)
+        stored["last_used_at"] = now
+        return True
+
+    def revoke_authenticator(self, device_id, now):
+        authenticator = self.authenticators.get(device_id)
+        if authenticator is None or authenticator["status"] != ACTIVE:
+            return None
+        before = copy.deepcopy(authenticator)
+        authenticator.update(status=REVOKED, revoked_at=now)
+        return before
+
+    def find_authenticator(self, device_id):
+        return copy.deepcopy(self.authenticators.get(device_id))
+
+    # -- lockout ---------------------------------------------------------------------
+
+    def lockout(self, username):
+        return {"epoch": "0", "failures": 0, "locked_until": None,
+                **copy.deepcopy(self.lockouts.get(username, {}))}
+
+    def hard_locked(self, username, lockout, hard_lock_failures):
+        if lockout["failures"] == 0:
+            return False
+        return (lockout["failures"] >= hard_lock_failures
+                or f"{username}#{lockout['epoch']}#{hard_lock_failures}" in self.failures)
+
+    def count_failure(self, username, lockout, now):
+        return _next_ticket(self.failures, f"{username}#{lockout['epoch']}", lockout["failures"])
+
+    def record_lockout(self, username, lockout, failures, locked_until, now):
+        stored = self.lockouts.setdefault(username, {"_id": username, "failures": 0, "locked_until": None})
+        stored["failures"] = max(stored["failures"], failures)
+        stored["epoch"] = lockout["epoch"]
+        stored["updated_at"] = now
+        if locked_until is not None and (stored.get("locked_until") is None or locked_until > stored["locked_until"]):
+            stored["locked_until"] = locked_until
+
+    def reset_lockout(self, username, lockout, force=False):
+        if "_id" not in lockout or not (force or lockout["failures"] or lockout["locked_until"]):
+            return None
+        self.lockouts[username].update(epoch=stdlib_secrets.token_hex(8), failures=0, locked_until=None)
+        return lockout
+
+
+def _next_ticket(tickets, key, after):
+    """OtpStorage.take_ticket on a set of ids."""
+    number = max(0, int(after))
+    while f"{key}#{number + 1}" in tickets:
+        number += 1
+    tickets.add(f"{key}#{number + 1}")
+    return number + 1
+
+
 def otp_storage():
-    """A storage mock that behaves like a clean database: no lock, no authenticator."""
-    storage = Mock(name="storage")
-    storage.lockout.return_value = {"failures": 0, "locked_until": None, "hard_locked": False}
-    storage.active_authenticators.return_value = []
-    storage.advance_last_step.return_value = True
-    storage.count_failure.return_value = 1
-    storage.claim_activation_code.return_value = True
-    storage.unlock.return_value = None
+    """A recording storage that starts as a clean database: no lock, no authenticator.
+
+    `storage.fake` is the FakeOtpStorage behind it, for seeding and for checking state.
+    """
+    fake = FakeOtpStorage()
+    storage = Mock(name="storage", spec=OtpStorage, wraps=fake)
+    storage.fake = fake
     return storage
 
 
 @pytest.fixture
 def make_otp_worker():
-    """make_otp_worker(**setting_overrides) -> an OtpService worker with mocked storage and
-    dispatcher and a real config (settings and SecretBox)."""
+    """make_otp_worker(**setting_overrides) -> an OtpService worker with a recording fake
+    storage, mocked dispatcher and deadline, and a real config (settings and SecretBox)."""
 
     def make(**overrides):
         return worker_factory(OtpService, storage=otp_storage(), config=otp_config(**overrides),
-                              dispatch=Mock(name="dispatch"))
+                              dispatch=Mock(name="dispatch"), deadline=Mock(name="deadline"))
 
     return make

@@ -1,15 +1,21 @@
-"""OtpService's business logic, one worker at a time: storage and dispatcher are mocks.
+"""OtpService's business logic, one worker at a time: no database, no broker.
 
 The worker comes from nameko's `worker_factory` (see conftest.py): `storage` is a Mock
-starting as a clean database, `dispatch` a Mock standing for the EventDispatcher, and
-`config` real settings and a real SecretBox, so secrets really are encrypted.
+that records every call and is answered by an in-memory FakeOtpStorage starting as a
+clean database (seed it through `worker.storage.fake`), `dispatch` a Mock standing for
+the EventDispatcher, `deadline` a Mock whose check() passes, and `config` real settings
+and a real SecretBox, so secrets really are encrypted.
 Settings are those of tests/conftest.py: 3 free failures, then 1 s, 2 s, ... capped at
 4 s, and a hard lock at 6 consecutive failures.
 """
+import base64
+import inspect
 import json
+import logging
+import os
 import time
 from datetime import datetime, timedelta, timezone
-from unittest.mock import ANY
+from unittest.mock import ANY, Mock
 
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -21,21 +27,27 @@ from shared.errors import (
     Expired, InvalidCredentials, Locked, NotFound, Unavailable, ValidationFailed,
 )
 from services.otp import activation_codes, secrets
-from services.otp.service import WRONG_ACTIVATION, WRONG_CODE
+from services.otp.service import ACTIVATION_USED, HARD_LOCKED, WRONG_ACTIVATION, WRONG_CODE
+from services.otp.storage import OtpStorage
+from tests.unit.conftest import FakeOtpStorage
 
 USER = "W123456"
+CLEAN_LOCKOUT = {"epoch": "0", "failures": 0, "locked_until": None}
 
 
 # -- helpers -------------------------------------------------------------------------
 
-def add_authenticator(worker, device_id="dev_1", secret=None):
-    """Make the storage mock return one more active authenticator; its plain secret."""
+def add_authenticator(worker, device_id="dev_1", secret=None, status="active"):
+    """Store one more authenticator of USER in the fake storage; its plain secret."""
     secret = secret or secrets.new_secret()
-    record = {"_id": device_id, "username": USER, "status": "active",
-              "secret": worker.config.box.encrypt(secret, device_id)}
-    worker.storage.active_authenticators.return_value = [
-        *worker.storage.active_authenticators.return_value, record]
+    worker.storage.fake.seed_authenticator(device_id, USER, worker.config.box.encrypt(secret, device_id),
+                                           status=status, now=utcnow())
     return secret
+
+
+def lockout_of(worker, username=USER):
+    """The lockout record as the service reads it (read from the fake: not recorded)."""
+    return worker.storage.fake.lockout(username)
 
 
 def current_step():
@@ -45,6 +57,13 @@ def current_step():
 
 def code_for(secret, step):
     return secrets.totp(secret).generate_otp(step)
+
+
+def wrong_code_for(secret):
+    """A well-formed code that is none of the codes the window accepts."""
+    accepted = {code_for(secret, current_step() + offset) for offset in (-1, 0, 1)}
+    return next(code for code in ("0000000000", "1111111111", "2222222222", "3333333333")
+                if code not in accepted)
 
 
 def dispatched(worker):
@@ -77,6 +96,34 @@ def public_key_pem(private_key=None):
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
 
 
+def foreign_key():
+    """An OTP_ENCRYPTION_KEYS entry the worker's box does not have."""
+    return base64.urlsafe_b64encode(os.urandom(32)).decode().rstrip("=")
+
+
+def otp_box(key):
+    return secrets.SecretBox([key])
+
+
+# -- the fake storage keeps the real storage's interface ------------------------------
+
+def _public_methods(cls):
+    return {name: member for name, member in inspect.getmembers(cls, inspect.isfunction)
+            if not name.startswith("_")}
+
+
+def test_the_fake_storage_has_every_method_of_the_real_one_with_its_signature():
+    # What the service may call on its storage: OtpStorage's own methods, and ping /
+    # purge_expired from Storage. (The generic claim/take_ticket helpers are left out:
+    # the service must go through the named methods.)
+    real = {name: method for name, method in _public_methods(OtpStorage).items()
+            if name in vars(OtpStorage) or name in ("ping", "purge_expired")}
+    fake = _public_methods(FakeOtpStorage)
+    for name, method in real.items():
+        assert name in fake, name
+        assert inspect.signature(fake[name]) == inspect.signature(method), name
+
+
 # -- verify: success -----------------------------------------------------------------
 
 def test_verify_accepts_the_current_code(make_otp_worker):
@@ -87,9 +134,15 @@ def test_verify_accepts_the_current_code(make_otp_worker):
     result = worker.verify(USER, code_for(secret, step))
 
     assert result == {"username": USER, "device_id": "dev_1"}
-    worker.storage.advance_last_step.assert_called_once_with("dev_1", step, ANY)
-    worker.storage.clear_failures.assert_called_once_with(USER)
+    worker.storage.lockout.assert_called_once_with(USER)
+    worker.storage.authenticators_of.assert_called_once_with(USER)
+    (authenticator, accepted_step, _now), _ = worker.storage.accept_step.call_args
+    assert (authenticator["_id"], accepted_step) == ("dev_1", step)
+    worker.storage.accept_step.assert_called_once()
+    worker.storage.reset_lockout.assert_called_once_with(USER, CLEAN_LOCKOUT)
     worker.storage.count_failure.assert_not_called()
+    worker.storage.record_lockout.assert_not_called()
+    assert worker.storage.fake.authenticators["dev_1"]["last_step"] == step
 
 
 def test_verify_success_dispatches_otp_verified(make_otp_worker):
@@ -113,7 +166,8 @@ def test_verify_accepts_a_code_of_the_neighbouring_step(make_otp_worker, offset)
     step = current_step() + offset
 
     assert worker.verify(USER, code_for(secret, step))["device_id"] == "dev_1"
-    worker.storage.advance_last_step.assert_called_once_with("dev_1", step, ANY)
+    (authenticator, accepted_step, _now), _ = worker.storage.accept_step.call_args
+    assert (authenticator["_id"], accepted_step) == ("dev_1", step)
 
 
 def test_verify_finds_the_device_whose_code_it_is(make_otp_worker):
@@ -122,17 +176,47 @@ def test_verify_finds_the_device_whose_code_it_is(make_otp_worker):
     second = add_authenticator(worker, "dev_2")
 
     assert worker.verify(USER, code_for(second, current_step()))["device_id"] == "dev_2"
-    assert [call.args[0] for call in worker.storage.advance_last_step.call_args_list] == ["dev_2"]
+    assert [call.args[0]["_id"] for call in worker.storage.accept_step.call_args_list] == ["dev_2"]
+
+
+def test_a_revoked_device_does_not_verify(make_otp_worker):
+    worker = make_otp_worker()
+    secret = add_authenticator(worker, status="revoked")
+
+    with pytest.raises(InvalidCredentials):
+        worker.verify(USER, code_for(secret, current_step()))
+
+    worker.storage.authenticators_of.assert_called_once_with(USER)   # active only
+    worker.storage.accept_step.assert_not_called()
+    worker.storage.count_failure.assert_called_once_with(USER, CLEAN_LOCKOUT, ANY)
 
 
 def test_verify_after_an_expired_temporary_lock_accepts_a_good_code(make_otp_worker):
     worker = make_otp_worker()
     secret = add_authenticator(worker)
-    worker.storage.lockout.return_value = {"failures": 4, "hard_locked": False,
-                                           "locked_until": utcnow() - timedelta(seconds=1)}
+    worker.storage.fake.seed_failures(USER, 4, locked_until=utcnow() - timedelta(seconds=1))
+    lockout = lockout_of(worker)
 
     assert worker.verify(USER, code_for(secret, current_step()))["device_id"] == "dev_1"
-    worker.storage.clear_failures.assert_called_once_with(USER)
+
+    worker.storage.reset_lockout.assert_called_once_with(USER, lockout)
+    worker.storage.count_failure.assert_not_called()
+    # A new epoch: consecutive failures count from zero again.
+    after = lockout_of(worker)
+    assert (after["failures"], after["locked_until"]) == (0, None) and after["epoch"] != lockout["epoch"]
+
+
+def test_success_after_a_few_failures_starts_counting_again(make_otp_worker):
+    worker = make_otp_worker()
+    secret = add_authenticator(worker)
+    worker.storage.fake.seed_failures(USER, 2)
+
+    worker.verify(USER, code_for(secret, current_step()))
+    with pytest.raises(InvalidCredentials):
+        worker.verify(USER, wrong_code_for(secret))
+
+    assert worker.storage.count_failure.call_count == 1
+    assert only_event(worker, "OtpRejected")["consecutive_failures"] == 1
 
 
 # -- verify: refusals ----------------------------------------------------------------
@@ -141,15 +225,18 @@ def test_replayed_code_is_refused_and_reported_as_replayed(make_otp_worker):
     worker = make_otp_worker()
     secret = add_authenticator(worker)
     code = code_for(secret, current_step())
-    worker.storage.advance_last_step.return_value = False   # this step was accepted before
-    worker.storage.count_failure.return_value = 1
+    worker.verify(USER, code)                              # accepted once
+    worker.storage.reset_mock()
+    worker.dispatch.reset_mock()
 
     with pytest.raises(InvalidCredentials) as refused:
-        worker.verify(USER, code)
+        worker.verify(USER, code)                          # the same code again
 
     assert refused.value.message == WRONG_CODE
-    worker.storage.count_failure.assert_called_once_with(USER, ANY)
-    worker.storage.clear_failures.assert_not_called()
+    worker.storage.accept_step.assert_called_once()         # the step was found, and refused
+    worker.storage.count_failure.assert_called_once_with(USER, CLEAN_LOCKOUT, ANY)
+    worker.storage.record_lockout.assert_called_once_with(USER, CLEAN_LOCKOUT, 1, None, ANY)
+    worker.storage.reset_lockout.assert_not_called()
     assert [name for name, _ in dispatched(worker)] == ["OtpRejected"]
     rejected = only_event(worker, "OtpRejected")
     assert_envelope(events.OtpRejected, rejected)
@@ -157,20 +244,40 @@ def test_replayed_code_is_refused_and_reported_as_replayed(make_otp_worker):
     assert_nothing_secret_dispatched(worker, code, secret)
 
 
+def test_a_step_accepted_elsewhere_is_refused_as_replayed(make_otp_worker):
+    # Another otp instance accepted this code first: accept_step says no.
+    worker = make_otp_worker()
+    secret = add_authenticator(worker)
+    worker.storage.accept_step.return_value = False
+
+    with pytest.raises(InvalidCredentials):
+        worker.verify(USER, code_for(secret, current_step()))
+
+    worker.storage.reset_lockout.assert_not_called()
+    worker.storage.count_failure.assert_called_once_with(USER, CLEAN_LOCKOUT, ANY)
+    assert only_event(worker, "OtpRejected")["reason"] == "replayed"
+    assert "OtpVerified" not in [name for name, _ in dispatched(worker)]
+
+
 def test_wrong_code_counts_a_failure(make_otp_worker):
     worker = make_otp_worker()
     secret = add_authenticator(worker)
-    wrong = "0000000000" if code_for(secret, current_step()) != "0000000000" else "1111111111"
-    worker.storage.count_failure.return_value = 2
+    wrong = wrong_code_for(secret)
+    worker.storage.fake.seed_failures(USER, 1)          # this is the 2nd consecutive failure
+    lockout = lockout_of(worker)
 
     with pytest.raises(InvalidCredentials) as refused:
         worker.verify(USER, wrong)
 
     assert refused.value.message == WRONG_CODE
     assert refused.value.retry_after is None
-    worker.storage.count_failure.assert_called_once_with(USER, ANY)
-    worker.storage.advance_last_step.assert_not_called()
-    worker.storage.lock.assert_not_called()
+    worker.storage.count_failure.assert_called_once_with(USER, lockout, ANY)
+    worker.storage.record_lockout.assert_called_once_with(USER, lockout, 2, None, ANY)
+    # One failure, one moment: the summary is written with the time the ticket was taken.
+    assert worker.storage.count_failure.call_args.args[2] == worker.storage.record_lockout.call_args.args[4]
+    worker.storage.accept_step.assert_not_called()
+    worker.storage.reset_lockout.assert_not_called()
+    assert lockout_of(worker)["failures"] == 2
     rejected = only_event(worker, "OtpRejected")
     assert (rejected["reason"], rejected["consecutive_failures"]) == ("invalid", 2)
     assert [name for name, _ in dispatched(worker)] == ["OtpRejected"]
@@ -180,32 +287,37 @@ def test_wrong_code_counts_a_failure(make_otp_worker):
 def test_unknown_user_gets_the_same_refusal_as_a_wrong_code(make_otp_worker):
     unknown = make_otp_worker()                       # no authenticators at all
     known = make_otp_worker()
-    add_authenticator(known)
+    secret = add_authenticator(known)
+    wrong = wrong_code_for(secret)
 
     with pytest.raises(InvalidCredentials) as unknown_refusal:
-        unknown.verify("W999999", "0123456789")
+        unknown.verify("W999999", wrong)
     with pytest.raises(InvalidCredentials) as wrong_refusal:
-        known.verify(USER, "0123456789")
+        known.verify(USER, wrong)
 
     assert unknown_refusal.value.to_dict() == wrong_refusal.value.to_dict()
     # An unknown user's failures are counted too, so locking cannot tell them apart either.
-    unknown.storage.count_failure.assert_called_once_with("W999999", ANY)
+    unknown.storage.count_failure.assert_called_once_with("W999999", CLEAN_LOCKOUT, ANY)
+    unknown.storage.record_lockout.assert_called_once_with("W999999", CLEAN_LOCKOUT, 1, None, ANY)
     assert only_event(unknown, "OtpRejected")["reason"] == "invalid"
 
 
 def test_the_failure_crossing_the_free_ones_locks_temporarily(make_otp_worker):
     worker = make_otp_worker()
     add_authenticator(worker)
-    worker.storage.count_failure.return_value = 4     # OTP_FREE_FAILURES=3, this is the 4th
+    worker.storage.fake.seed_failures(USER, 3)        # OTP_FREE_FAILURES=3, this is the 4th
+    lockout = lockout_of(worker)
 
     with pytest.raises(Locked) as refused:
         worker.verify(USER, "0123456789")
 
     assert refused.value.retry_after == 1              # OTP_LOCK_BASE_SECONDS
     assert "1 seconds" in refused.value.message
-    (username, until, hard, now), _ = worker.storage.lock.call_args
-    assert (username, hard) == (USER, False)
+    worker.storage.count_failure.assert_called_once_with(USER, lockout, ANY)
+    (username, read, failures, until, now), _ = worker.storage.record_lockout.call_args
+    assert (username, read, failures) == (USER, lockout, 4)
     assert until - now == timedelta(seconds=1)
+    assert lockout_of(worker)["locked_until"] == until
     assert [name for name, _ in dispatched(worker)] == ["OtpRejected", "AccountLocked"]
     locked = only_event(worker, "AccountLocked")
     assert_envelope(events.AccountLocked, locked)
@@ -215,43 +327,54 @@ def test_the_failure_crossing_the_free_ones_locks_temporarily(make_otp_worker):
 
 def test_following_failures_double_the_lock_up_to_the_cap(make_otp_worker):
     # 4 -> 1 s, 5 -> 2 s; with a higher hard lock, 6 -> 4 s and 7 -> 4 s (the cap).
-    outcomes = []
+    outcomes, stored = [], []
     for failures in (4, 5, 6, 7):
         worker = make_otp_worker(OTP_HARD_LOCK_FAILURES=10)
-        worker.storage.count_failure.return_value = failures
+        worker.storage.fake.seed_failures(USER, failures - 1)
         with pytest.raises(Locked) as refused:
             worker.verify(USER, "0123456789")
         outcomes.append(refused.value.retry_after)
+        (_, _, counted, until, now), _ = worker.storage.record_lockout.call_args
+        stored.append((counted, (until - now).total_seconds()))
     assert outcomes == [1, 2, 4, 4]
+    assert stored == [(4, 1), (5, 2), (6, 4), (7, 4)]
 
 
 def test_hard_lock_at_the_hard_lock_failure(make_otp_worker):
     worker = make_otp_worker()
-    worker.storage.count_failure.return_value = 6     # OTP_HARD_LOCK_FAILURES
+    worker.storage.fake.seed_failures(USER, 5)        # OTP_HARD_LOCK_FAILURES=6: this is the 6th
+    lockout = lockout_of(worker)
 
     with pytest.raises(Locked) as refused:
         worker.verify(USER, "0123456789")
 
     assert refused.value.retry_after is None          # no Retry-After: it does not end by itself
-    assert "administrator" in refused.value.message
-    worker.storage.lock.assert_called_once_with(USER, None, True, ANY)
+    assert refused.value.message == HARD_LOCKED and "administrator" in refused.value.message
+    worker.storage.count_failure.assert_called_once_with(USER, lockout, ANY)
+    worker.storage.record_lockout.assert_called_once_with(USER, lockout, 6, None, ANY)
     locked = only_event(worker, "AccountLocked")
     assert (locked["hard"], locked["until"], locked["consecutive_failures"]) == (True, None, 6)
+    assert worker.storage.fake.hard_locked(USER, lockout_of(worker), 6)
 
 
 def test_hard_locked_account_refuses_even_the_right_code(make_otp_worker):
     worker = make_otp_worker()
     secret = add_authenticator(worker)
-    worker.storage.lockout.return_value = {"failures": 6, "locked_until": None, "hard_locked": True}
+    worker.storage.fake.seed_failures(USER, 6)
+    lockout = lockout_of(worker)
 
     with pytest.raises(Locked) as refused:
         worker.verify(USER, code_for(secret, current_step()))
 
     assert refused.value.retry_after is None
+    assert refused.value.message == HARD_LOCKED
+    worker.storage.hard_locked.assert_called_once_with(USER, lockout, 6)
     # Refused before looking at the code: nothing is accepted, nothing more is counted.
-    worker.storage.active_authenticators.assert_not_called()
-    worker.storage.advance_last_step.assert_not_called()
+    worker.storage.authenticators_of.assert_not_called()
+    worker.storage.accept_step.assert_not_called()
     worker.storage.count_failure.assert_not_called()
+    worker.storage.record_lockout.assert_not_called()
+    worker.storage.reset_lockout.assert_not_called()
     rejected = only_event(worker, "OtpRejected")
     assert (rejected["reason"], rejected["consecutive_failures"]) == ("locked", 6)
     assert [name for name, _ in dispatched(worker)] == ["OtpRejected"]
@@ -260,16 +383,64 @@ def test_hard_locked_account_refuses_even_the_right_code(make_otp_worker):
 def test_temporarily_locked_account_refuses_with_retry_after(make_otp_worker):
     worker = make_otp_worker()
     secret = add_authenticator(worker)
-    worker.storage.lockout.return_value = {"failures": 5, "hard_locked": False,
-                                           "locked_until": utcnow() + timedelta(seconds=3)}
+    worker.storage.fake.seed_failures(USER, 5, locked_until=utcnow() + timedelta(seconds=3))
 
     with pytest.raises(Locked) as refused:
         worker.verify(USER, code_for(secret, current_step()))
 
     assert refused.value.retry_after == 3
-    worker.storage.advance_last_step.assert_not_called()
+    worker.storage.authenticators_of.assert_not_called()
+    worker.storage.accept_step.assert_not_called()
     worker.storage.count_failure.assert_not_called()
-    assert only_event(worker, "OtpRejected")["reason"] == "locked"
+    worker.storage.record_lockout.assert_not_called()
+    rejected = only_event(worker, "OtpRejected")
+    assert (rejected["reason"], rejected["consecutive_failures"]) == ("locked", 5)
+
+
+@pytest.mark.parametrize("break_it", ["key removed from the ring", "decrypt raises ValueError"])
+def test_an_undecryptable_secret_is_refused_and_logged_without_the_secret(make_otp_worker, caplog, break_it):
+    # A key was removed from OTP_ENCRYPTION_KEYS while a device's secret still uses it:
+    # an ordinary refusal for the user, an error naming the device for the operator.
+    worker = make_otp_worker()
+    secret = secrets.new_secret()
+    if break_it == "key removed from the ring":
+        blob = otp_box(foreign_key()).encrypt(secret, "dev_1")
+        worker.storage.fake.seed_authenticator("dev_1", USER, blob)
+    else:
+        add_authenticator(worker, secret=secret)
+        blob = worker.storage.fake.authenticators["dev_1"]["secret"]
+        worker.config.box = Mock(wraps=worker.config.box)
+        worker.config.box.decrypt.side_effect = ValueError("secret was encrypted with a key that is not configured")
+    code = code_for(secret, current_step())
+
+    with caplog.at_level(logging.ERROR, logger="services.otp.service"):
+        with pytest.raises(InvalidCredentials) as refused:
+            worker.verify(USER, code)
+
+    assert refused.value.message == WRONG_CODE
+    worker.storage.accept_step.assert_not_called()
+    worker.storage.reset_lockout.assert_not_called()
+    worker.storage.count_failure.assert_called_once_with(USER, CLEAN_LOCKOUT, ANY)
+    assert only_event(worker, "OtpRejected")["reason"] == "invalid"
+    errors = [record for record in caplog.records
+              if record.name == "services.otp.service" and record.levelno == logging.ERROR]
+    assert len(errors) == 1
+    logged = errors[0].getMessage() + repr(errors[0].args) + repr(errors[0].exc_info)
+    assert "dev_1" in errors[0].getMessage()
+    for value in (secret, code, repr(blob), blob.hex()):
+        assert value not in logged
+    assert secret not in caplog.text and code not in caplog.text
+
+
+def test_an_undecryptable_secret_does_not_stop_the_other_devices(make_otp_worker, caplog):
+    worker = make_otp_worker()
+    worker.storage.fake.seed_authenticator("dev_1", USER, otp_box(foreign_key()).encrypt(secrets.new_secret(),
+                                                                                         "dev_1"))
+    second = add_authenticator(worker, "dev_2")
+
+    with caplog.at_level(logging.ERROR, logger="services.otp.service"):
+        assert worker.verify(USER, code_for(second, current_step()))["device_id"] == "dev_2"
+    assert "dev_1" in caplog.text
 
 
 @pytest.mark.parametrize("username, code", [
@@ -311,8 +482,7 @@ def test_a_late_call_is_refused_before_anything_is_counted(make_otp_worker):
     with pytest.raises(Unavailable):
         worker.verify(USER, code_for(secret, current_step()))
 
-    worker.storage.advance_last_step.assert_not_called()
-    worker.storage.count_failure.assert_not_called()
+    assert worker.storage.method_calls == []
     worker.dispatch.assert_not_called()
 
 
@@ -329,8 +499,9 @@ def activation_record(**overrides):
 
 
 def activation_worker(make_otp_worker, **record_overrides):
+    """A worker whose storage holds the code CODE (with its wrong tries' tickets)."""
     worker = make_otp_worker()
-    worker.storage.find_activation_code.return_value = activation_record(**record_overrides)
+    worker.storage.fake.seed_activation_code(activation_record(**record_overrides))
     return worker
 
 
@@ -352,14 +523,18 @@ def test_activation_success(make_otp_worker):
     assert result["otp"] == {"secret": secret, "digits": 10, "period": 30, "algorithm": "SHA1"}
     assert len(secret) == 32
     assert result["otpauth_uri"].startswith("otpauth://totp/") and "issuer=MyCepa" in result["otpauth_uri"]
+    worker.storage.activation_tries_exhausted.assert_called_once_with(ANY, 5)   # OTP_ACTIVATION_MAX_TRIES
     worker.storage.claim_activation_code.assert_called_once_with("K7Q2", ANY)
     worker.storage.release_activation_code.assert_not_called()
+    worker.storage.count_activation_failure.assert_not_called()
+    assert worker.storage.fake.activation_codes["K7Q2"]["used_at"] is not None
 
     # The stored secret is encrypted and bound to the device id.
     (stored_id, username, blob, platform, device_name, _now), _ = worker.storage.add_authenticator.call_args
     assert (stored_id, username, platform, device_name) == (device_id, USER, "poll", "Test phone")
     assert isinstance(blob, bytes) and blob != secret.encode() and secret.encode() not in blob
     assert worker.config.box.decrypt(blob, device_id) == secret
+    assert [record["_id"] for record in worker.storage.fake.authenticators_of(USER)] == [device_id]
 
     activated = only_event(worker, "DeviceActivated")
     assert_envelope(events.DeviceActivated, activated)
@@ -368,6 +543,14 @@ def test_activation_success(make_otp_worker):
         "device_id": device_id, "username": USER, "platform": "poll", "push_token": None,
         "public_key": pem, "device_name": "Test phone"}
     assert_nothing_secret_dispatched(worker, secret, "9XMB-4TNR-HW3C", "9XMB4TNRHW3C")
+
+
+def test_an_activated_device_verifies(make_otp_worker):
+    worker = activation_worker(make_otp_worker)
+    result = activate(worker)
+
+    assert worker.verify(USER, code_for(result["otp"]["secret"], current_step())) == {
+        "username": USER, "device_id": result["device_id"]}
 
 
 def test_activation_code_as_typed_by_a_person(make_otp_worker):
@@ -383,6 +566,20 @@ def test_activation_for_a_push_platform_passes_the_push_token_on(make_otp_worker
     assert (activated["platform"], activated["push_token"]) == ("ios", "apns-token")
 
 
+def test_an_activation_code_works_once(make_otp_worker):
+    worker = activation_worker(make_otp_worker)
+    activate(worker)
+    worker.dispatch.reset_mock()
+
+    with pytest.raises(Expired) as refused:
+        activate(worker)
+
+    assert refused.value.message == ACTIVATION_USED
+    assert worker.storage.claim_activation_code.call_count == 1
+    assert worker.storage.add_authenticator.call_count == 1
+    worker.dispatch.assert_not_called()
+
+
 @pytest.mark.parametrize("code", ["nope", "K7Q2-9XMB-4TNR", "K7Q2-9XMB-4TNR-HW3O"])
 def test_badly_formed_activation_code_is_invalid_without_a_lookup(make_otp_worker, code):
     worker = activation_worker(make_otp_worker)
@@ -396,45 +593,52 @@ def test_badly_formed_activation_code_is_invalid_without_a_lookup(make_otp_worke
 
 
 def test_unknown_activation_code_is_invalid(make_otp_worker):
-    worker = make_otp_worker()
-    worker.storage.find_activation_code.return_value = None
+    worker = make_otp_worker()                          # no code stored
 
     with pytest.raises(InvalidCredentials) as refused:
         activate(worker)
 
     assert refused.value.message == WRONG_ACTIVATION
+    worker.storage.find_activation_code.assert_called_once_with("K7Q2")
+    worker.storage.count_activation_failure.assert_not_called()
     worker.storage.claim_activation_code.assert_not_called()
 
 
 def test_wrong_secret_part_counts_a_failure(make_otp_worker):
     worker = activation_worker(make_otp_worker)
-    worker.storage.count_activation_failure.return_value = 1
+    record = worker.storage.fake.find_activation_code("K7Q2")
 
     with pytest.raises(InvalidCredentials) as refused:
         activate(worker, code="K7Q2-9XMB-4TNR-HW3D")
 
     assert refused.value.message == WRONG_ACTIVATION
-    worker.storage.count_activation_failure.assert_called_once_with("K7Q2")
+    worker.storage.count_activation_failure.assert_called_once_with(record, ANY)
+    assert worker.storage.fake.activation_codes["K7Q2"]["failed_tries"] == 1
     worker.storage.claim_activation_code.assert_not_called()
     worker.storage.add_authenticator.assert_not_called()
     worker.dispatch.assert_not_called()
 
 
 def test_the_wrong_try_reaching_the_maximum_locks_the_code(make_otp_worker):
-    worker = activation_worker(make_otp_worker, failed_tries=4)
-    worker.storage.count_activation_failure.return_value = 5    # OTP_ACTIVATION_MAX_TRIES default
+    worker = activation_worker(make_otp_worker, failed_tries=4)   # OTP_ACTIVATION_MAX_TRIES=5 (default)
+    record = worker.storage.fake.find_activation_code("K7Q2")
 
     with pytest.raises(Locked):
         activate(worker, code="K7Q2-9XMB-4TNR-HW3D")
+
+    worker.storage.count_activation_failure.assert_called_once_with(record, ANY)
+    assert worker.storage.fake.activation_codes["K7Q2"]["failed_tries"] == 5
     worker.storage.claim_activation_code.assert_not_called()
 
 
 def test_a_code_tried_too_often_refuses_even_the_right_secret(make_otp_worker):
     worker = activation_worker(make_otp_worker, failed_tries=5)
+    record = worker.storage.fake.find_activation_code("K7Q2")
 
     with pytest.raises(Locked):
         activate(worker)
 
+    worker.storage.activation_tries_exhausted.assert_called_once_with(record, 5)
     worker.storage.count_activation_failure.assert_not_called()
     worker.storage.claim_activation_code.assert_not_called()
     worker.storage.add_authenticator.assert_not_called()
@@ -462,14 +666,18 @@ def test_expired_activation_code_is_expired(make_otp_worker):
 
 
 def test_losing_the_claim_race_is_expired(make_otp_worker):
-    # Another activation claimed the code between our read and our claim.
+    # Another activation claimed the code between our read and our claim: its claim is
+    # stored, its `used_at` not yet written.
     worker = activation_worker(make_otp_worker)
-    worker.storage.claim_activation_code.return_value = False
+    worker.storage.fake.activation_claims.add("K7Q2")
 
-    with pytest.raises(Expired):
+    with pytest.raises(Expired) as refused:
         activate(worker)
 
+    assert refused.value.message == ACTIVATION_USED
+    worker.storage.claim_activation_code.assert_called_once_with("K7Q2", ANY)
     worker.storage.add_authenticator.assert_not_called()
+    worker.storage.release_activation_code.assert_not_called()   # the claim is not ours
     worker.dispatch.assert_not_called()
 
 
@@ -482,6 +690,9 @@ def test_storage_failure_releases_the_claim(make_otp_worker):
 
     worker.storage.release_activation_code.assert_called_once_with("K7Q2")
     worker.dispatch.assert_not_called()
+    # Nothing half-written: the code works again once the database is back.
+    worker.storage.add_authenticator.side_effect = None
+    assert activate(worker)["username"] == USER
 
 
 @pytest.mark.parametrize("overrides, bad_field", [
@@ -505,11 +716,21 @@ def test_invalid_activation_input_is_refused_without_touching_storage(make_otp_w
     worker.dispatch.assert_not_called()
 
 
+def test_a_late_activation_is_refused_before_the_code_is_touched(make_otp_worker):
+    worker = activation_worker(make_otp_worker)
+    worker.deadline.check.side_effect = Unavailable("late")
+
+    with pytest.raises(Unavailable):
+        activate(worker)
+
+    assert worker.storage.method_calls == []
+    worker.dispatch.assert_not_called()
+
+
 # -- create_activation -------------------------------------------------------------------
 
 def test_create_activation_stores_only_the_hash_of_the_secret_part(make_otp_worker):
     worker = make_otp_worker()
-    worker.storage.add_activation_code.return_value = True
 
     result = worker.create_activation(USER)
 
@@ -521,6 +742,8 @@ def test_create_activation_stores_only_the_hash_of_the_secret_part(make_otp_work
     assert secret_part not in stored_hash
     assert expires_at - now == timedelta(days=7)       # OTP_ACTIVATION_TTL_SECONDS default
     assert result["username"] == USER and result["expires_at"].endswith("Z")
+    stored = worker.storage.fake.activation_codes[code_id]
+    assert secret_part not in json.dumps(stored, default=str)
 
 
 def test_create_activation_draws_again_when_the_id_is_taken(make_otp_worker):
@@ -554,39 +777,51 @@ def test_create_activation_validates_the_username(make_otp_worker):
 
 def test_unlock_of_a_hard_lock_emits_account_unlocked(make_otp_worker):
     worker = make_otp_worker()
-    worker.storage.unlock.return_value = {"_id": USER, "failures": 6, "hard_locked": True, "locked_until": None}
+    secret = add_authenticator(worker)
+    worker.storage.fake.seed_failures(USER, 6)
+    lockout = lockout_of(worker)
 
     assert worker.unlock(USER) == {"username": USER, "was_locked": True}
 
-    worker.storage.unlock.assert_called_once_with(USER)
+    worker.storage.lockout.assert_called_once_with(USER)
+    worker.storage.hard_locked.assert_called_once_with(USER, lockout, 6)
+    worker.storage.reset_lockout.assert_called_once_with(USER, lockout, force=True)
     unlocked = only_event(worker, "AccountUnlocked")
     assert_envelope(events.AccountUnlocked, unlocked)
     assert (unlocked["username"], unlocked["by"]) == (USER, "admin")
+    # Unlocked for real: the right code is accepted again.
+    assert worker.verify(USER, code_for(secret, current_step()))["device_id"] == "dev_1"
 
 
 def test_unlock_of_a_running_temporary_lock_emits_account_unlocked(make_otp_worker):
     worker = make_otp_worker()
-    worker.storage.unlock.return_value = {"_id": USER, "failures": 4, "hard_locked": False,
-                                          "locked_until": utcnow() + timedelta(seconds=30)}
+    worker.storage.fake.seed_failures(USER, 4, locked_until=utcnow() + timedelta(seconds=30))
+    lockout = lockout_of(worker)
 
     assert worker.unlock(USER)["was_locked"] is True
+    worker.storage.reset_lockout.assert_called_once_with(USER, lockout, force=True)
     assert [name for name, _ in dispatched(worker)] == ["AccountUnlocked"]
+    after = lockout_of(worker)
+    assert (after["failures"], after["locked_until"]) == (0, None)
 
 
-@pytest.mark.parametrize("previous", [
-    None,                                                                   # nothing stored
-    {"_id": USER, "failures": 2},                                           # failures, no lock
-    {"_id": USER, "failures": 4, "hard_locked": False, "locked_until": None},
-    {"_id": USER, "failures": 4, "hard_locked": False,
-     "locked_until": datetime(2000, 1, 1, tzinfo=timezone.utc)},          # a lock that has ended
+@pytest.mark.parametrize("failures, locked_until", [
+    (None, None),                                                 # nothing stored
+    (2, None),                                                    # failures, no lock
+    (4, None),
+    (4, datetime(2000, 1, 1, tzinfo=timezone.utc)),               # a lock that has ended
 ])
-def test_unlock_without_a_lock_emits_nothing(make_otp_worker, previous):
+def test_unlock_without_a_lock_emits_nothing(make_otp_worker, failures, locked_until):
     worker = make_otp_worker()
-    worker.storage.unlock.return_value = previous
+    if failures is not None:
+        worker.storage.fake.seed_failures(USER, failures, locked_until=locked_until)
+    lockout = lockout_of(worker)
 
     assert worker.unlock(USER) == {"username": USER, "was_locked": False}
-    worker.storage.unlock.assert_called_once_with(USER)
+    worker.storage.reset_lockout.assert_called_once_with(USER, lockout, force=True)
     worker.dispatch.assert_not_called()
+    # Even so, the consecutive failures count from zero again.
+    assert lockout_of(worker)["failures"] == 0
 
 
 def test_unlock_validates_the_username(make_otp_worker):
@@ -596,57 +831,77 @@ def test_unlock_validates_the_username(make_otp_worker):
     assert worker.storage.method_calls == []
 
 
-def test_revoke_device_dispatches_device_revoked(make_otp_worker):
+@pytest.mark.parametrize("reason", ["admin", "user", "replaced"])
+def test_revoke_device_dispatches_device_revoked(make_otp_worker, reason):
     worker = make_otp_worker()
-    now = utcnow()
-    worker.storage.revoke_authenticator.return_value = {"_id": "dev_1", "username": USER, "status": "active"}
-    worker.storage.find_authenticator.return_value = {
-        "_id": "dev_1", "username": USER, "platform": "poll", "device_name": "Test phone", "status": "revoked",
-        "created_at": now, "last_used_at": None, "revoked_at": now}
+    secret = add_authenticator(worker)
+    arguments = {} if reason == "admin" else {"reason": reason}   # "admin" is the default
 
-    view = worker.revoke_device("dev_1")
+    view = worker.revoke_device("dev_1", **arguments)
 
-    assert (view["device_id"], view["status"]) == ("dev_1", "revoked")
+    assert (view["device_id"], view["status"]) == ("dev_1", "revoked") and view["revoked_at"]
+    assert "secret" not in view and "last_step" not in view
+    worker.storage.revoke_authenticator.assert_called_once_with("dev_1", ANY)
+    worker.storage.find_authenticator.assert_called_once_with("dev_1")
     revoked = only_event(worker, "DeviceRevoked")
     assert_envelope(events.DeviceRevoked, revoked)
-    assert (revoked["device_id"], revoked["username"], revoked["reason"]) == ("dev_1", USER, "admin")
+    assert (revoked["device_id"], revoked["username"], revoked["reason"]) == ("dev_1", USER, reason)
+    assert_nothing_secret_dispatched(worker, secret)
+    # Revoked for real: its codes no longer verify.
+    with pytest.raises(InvalidCredentials):
+        worker.verify(USER, code_for(secret, current_step()))
 
 
-def test_revoke_unknown_device_is_not_found(make_otp_worker):
+@pytest.mark.parametrize("status", [None, "revoked"])
+def test_revoke_unknown_or_revoked_device_is_not_found(make_otp_worker, status):
     worker = make_otp_worker()
-    worker.storage.revoke_authenticator.return_value = None
+    if status:
+        add_authenticator(worker, status=status)
 
     with pytest.raises(NotFound):
-        worker.revoke_device("dev_nope")
+        worker.revoke_device("dev_1")
+    worker.storage.find_authenticator.assert_not_called()
     worker.dispatch.assert_not_called()
 
 
 def test_revoke_with_an_unknown_reason_is_refused_before_revoking(make_otp_worker):
-    # BUG (reported): `reason` is not validated at the RPC boundary. The device is revoked
-    # in storage first, then building DeviceRevoked raises marshmallow's ValidationError,
-    # so push never hears of the revocation and the caller gets an unexpected error.
+    # `reason` is validated at the RPC boundary: a reason DeviceRevoked cannot carry must
+    # not revoke the device and then fail to tell push about it.
     worker = make_otp_worker()
-    worker.storage.revoke_authenticator.return_value = {"_id": "dev_1", "username": USER}
+    add_authenticator(worker)
 
-    with pytest.raises(ValidationFailed):
+    with pytest.raises(ValidationFailed) as refused:
         worker.revoke_device("dev_1", reason="stolen")
+
+    assert "reason" in refused.value.fields
     worker.storage.revoke_authenticator.assert_not_called()
+    assert worker.storage.method_calls == []
+    assert worker.storage.fake.authenticators["dev_1"]["status"] == "active"
+    worker.dispatch.assert_not_called()
 
 
 def test_list_devices_never_returns_a_secret(make_otp_worker):
     worker = make_otp_worker()
-    now = utcnow()
-    worker.storage.devices_of.return_value = [{
-        "_id": "dev_1", "username": USER, "platform": "poll", "device_name": "Test phone", "status": "active",
-        "created_at": now, "last_used_at": None, "revoked_at": None,
-        "secret": b"encrypted", "last_step": 123}]
+    add_authenticator(worker, "dev_1")
+    add_authenticator(worker, "dev_2", status="revoked")
+    worker.storage.fake.authenticators["dev_1"]["last_step"] = 123
 
     devices = worker.list_devices(USER)
 
-    assert len(devices) == 1
-    assert devices[0]["device_id"] == "dev_1"
-    assert "secret" not in devices[0] and "last_step" not in devices[0]
-    worker.storage.devices_of.assert_called_once_with(USER)
+    assert [(device["device_id"], device["status"]) for device in devices] == [
+        ("dev_1", "active"), ("dev_2", "revoked")]            # revoked ones are listed too
+    for device in devices:
+        assert "secret" not in device and "last_step" not in device
+        assert set(device) == {"device_id", "username", "platform", "device_name", "status",
+                               "created_at", "last_used_at", "revoked_at"}
+    worker.storage.authenticators_of.assert_called_once_with(USER, active_only=False)
+
+
+def test_list_devices_validates_the_username(make_otp_worker):
+    worker = make_otp_worker()
+    with pytest.raises(ValidationFailed):
+        worker.list_devices({"$ne": None})
+    assert worker.storage.method_calls == []
 
 
 def test_ping_reports_an_unreachable_database(make_otp_worker):
