@@ -299,9 +299,11 @@ def provision_users(url, admin_token, count, workers, time_limit):
     def one(index):
         if given_up.is_set():
             return
-        username = f"bench-{run_id}-{index:05d}"
         last_error = None
-        for _ in range(3):  # a 503 or a reset connection is retried; anything else is reported
+        for attempt in range(3):  # a 503 or a reset connection is retried; anything else is reported
+            # A retry uses a fresh username: after a 503 the otp service may still have
+            # activated the device, and a second device would make that user's logins dearer.
+            username = f"bench-{run_id}-{index:05d}" + (f"-r{attempt}" if attempt else "")
             try:
                 activation = create_activation(url, admin_token, username)
                 device = Device.new(url)

@@ -20,9 +20,14 @@ class OtpCode(fields.String):
 
 
 class StrictString(fields.String):
-    """A string that is really a string: marshmallow's String would also accept bytes."""
+    """A string that is really text: not bytes (which marshmallow's String would accept),
+    and no lone surrogates, which JSON can carry but UTF-8, BSON and Mongo cannot."""
 
     def _deserialize(self, value, attr, data, **kwargs):
         if not isinstance(value, str):
             raise self.make_error("invalid")
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise self.make_error("invalid_utf8") from None
         return super()._deserialize(value, attr, data, **kwargs)

@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from marshmallow import RAISE, ValidationError
 from nameko.web.handlers import HttpRequestHandler
 from nameko.web.server import WebServer, WsgiApp
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, NotFound
+from werkzeug.routing import RequestRedirect
 from werkzeug.wrappers import Request, Response
 
 from shared.errors import EXPECTED_ERRORS, MycepaError, ValidationFailed
@@ -33,6 +34,10 @@ def json_response(payload, status=200, headers=None):
 
 
 def error_response(exc):
+    if isinstance(exc, RequestRedirect):
+        # werkzeug redirects "//" in a path to the merged path; no route of ours
+        # lives at such a URL, so it is simply not found.
+        exc = NotFound()
     if isinstance(exc, MycepaError):
         headers = {"Retry-After": str(int(exc.retry_after))} if exc.retry_after else None
         return json_response(exc.to_dict(), exc.status, headers)

@@ -23,7 +23,9 @@ class GatewayStorage(Storage):
         return token
 
     def find_session(self, token, now):
-        return self.db.sessions.find_one({"_id": token_hash(token), "expires_at": {"$gt": now}})
+        # By _id alone, expiry checked here: FerretDB pushes down only a lone _id filter.
+        session = self.db.sessions.find_one({"_id": token_hash(token)})
+        return session if session and session["expires_at"] > now else None
 
     def delete_session(self, token):
         self.db.sessions.delete_one({"_id": token_hash(token)})

@@ -40,6 +40,10 @@ class OtpService:
     storage = MongoStorage(OtpStorage)
     config = OtpConfig()
     dispatch = EventDispatcher()
+    # OtpVerified / OtpRejected: one per login attempt, an audit trail rather than state
+    # any service depends on, so not worth a broker round trip (publisher confirm) on
+    # every login. Lifecycle events (devices, locks) go through `dispatch`, confirmed.
+    dispatch_outcome = EventDispatcher(use_confirms=False)
     deadline = Deadline()
 
     @rpc
@@ -137,7 +141,7 @@ class OtpService:
             if not self.storage.accept_step(authenticator, step, now):
                 return self._refuse(username, lockout, "replayed", now)
             self.storage.reset_lockout(username, lockout)
-            events.dispatch_event(self.dispatch, events.OtpVerified,
+            events.dispatch_event(self.dispatch_outcome, events.OtpVerified,
                                   username=username, device_id=authenticator["_id"])
             return {"username": username, "device_id": authenticator["_id"]}
         return self._refuse(username, lockout, "invalid", now)
@@ -175,7 +179,7 @@ class OtpService:
         raise InvalidCredentials(WRONG_CODE)
 
     def _emit_rejected(self, username, reason, failures):
-        events.dispatch_event(self.dispatch, events.OtpRejected, username=username, reason=reason,
+        events.dispatch_event(self.dispatch_outcome, events.OtpRejected, username=username, reason=reason,
                               consecutive_failures=failures)
 
     # -- administration --------------------------------------------------------------

@@ -144,17 +144,21 @@ class OtpStorage(Storage):
 
         `$max`, so a slower write of an earlier failure never lowers it; and only while
         that epoch is current, so a failure finishing after a success or an unlock
-        started a new epoch does not bring the old count back.
+        started a new epoch does not bring the old count back. (Filtered by _id alone
+        and the epoch compared here: FerretDB indexes only a lone _id filter.)
         """
+        current = self.db.lockouts.find_one({"_id": username})
+        if current is None:
+            if self.claim("lockouts", username, epoch=lockout["epoch"], failures=failures,
+                          locked_until=locked_until, updated_at=now):
+                return
+            current = self.db.lockouts.find_one({"_id": username})
+        if current["epoch"] != lockout["epoch"]:
+            return
         update = {"$max": {"failures": failures}, "$set": {"updated_at": now}}
         if locked_until is not None:
             update["$max"]["locked_until"] = locked_until
-        if self.db.lockouts.update_one({"_id": username, "epoch": lockout["epoch"]}, update).matched_count:
-            return
-        # No record yet (or the epoch moved on, in which case the insert collides and
-        # this failure belongs to a finished epoch).
-        self.claim("lockouts", username, epoch=lockout["epoch"], failures=failures,
-                   locked_until=locked_until, updated_at=now)
+        self.db.lockouts.update_one({"_id": username}, update)
 
     def reset_lockout(self, username, lockout, force=False):
         """Start a new epoch: consecutive failures count from zero again.

@@ -2,9 +2,13 @@
 
 Fed by the otp service's DeviceActivated / DeviceRevoked events. Handlers are idempotent
 and requeue on error, so a redelivered or retried event is never lost and never applied
-twice; a malformed event is logged and dropped, since redelivering it cannot help.
+twice; a malformed event, or one the database refuses as a document, is logged and
+dropped, since redelivering it cannot help and would loop forever.
 """
 import logging
+from contextlib import contextmanager
+
+from bson.errors import InvalidDocument
 
 from nameko.rpc import rpc
 
@@ -32,13 +36,15 @@ class PushService:
     def on_device_activated(self, payload):
         event = _parse(events.DeviceActivated, payload)
         if event:
-            self.storage.register_device(event, utcnow())
+            with _dropping_unstorable(events.DeviceActivated):
+                self.storage.register_device(event, utcnow())
 
     @events.handles(events.DeviceRevoked, requeue_on_error=True)
     def on_device_revoked(self, payload):
         event = _parse(events.DeviceRevoked, payload)
         if event:
-            self.storage.revoke_device(event["device_id"], event["username"], utcnow())
+            with _dropping_unstorable(events.DeviceRevoked):
+                self.storage.revoke_device(event["device_id"], event["username"], utcnow())
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def devices_of(self, username):
@@ -47,6 +53,15 @@ class PushService:
              "created_at": isoformat(device["created_at"])}
             for device in self.storage.active_devices(username)
         ]
+
+
+@contextmanager
+def _dropping_unstorable(event_cls):
+    """Drop an event the database can never store; let everything else requeue."""
+    try:
+        yield
+    except (InvalidDocument, UnicodeEncodeError) as error:
+        log.error("dropping %s event the database cannot store: %s", event_cls.name, type(error).__name__)
 
 
 def _parse(event_cls, payload):

@@ -220,7 +220,10 @@ def make_otp_worker():
     storage, mocked dispatcher and deadline, and a real config (settings and SecretBox)."""
 
     def make(**overrides):
+        # Both dispatchers (confirmed lifecycle events, unconfirmed login outcomes) record
+        # into one mock, so tests see every event in the order it was sent.
+        events_sent = Mock(name="dispatch")
         return worker_factory(OtpService, storage=otp_storage(), config=otp_config(**overrides),
-                              dispatch=Mock(name="dispatch"), deadline=Mock(name="deadline"))
+                              dispatch=events_sent, dispatch_outcome=events_sent, deadline=Mock(name="deadline"))
 
     return make
