@@ -13,8 +13,8 @@ from bson.errors import InvalidDocument
 from nameko.rpc import rpc
 
 from shared import events
-from shared.clock import isoformat, utcnow
-from shared.errors import EXPECTED_ERRORS, Unavailable
+from shared.clock import utcnow
+from shared.errors import Unavailable
 from shared.mongo import MongoStorage
 from services.push.storage import PushStorage
 
@@ -45,14 +45,6 @@ class PushService:
         if event:
             with _dropping_unstorable(events.DeviceRevoked):
                 self.storage.revoke_device(event["device_id"], event["username"], utcnow())
-
-    @rpc(expected_exceptions=EXPECTED_ERRORS)
-    def devices_of(self, username):
-        return [
-            {"device_id": device["_id"], "platform": device["platform"], "device_name": device["device_name"],
-             "created_at": isoformat(device["created_at"])}
-            for device in self.storage.active_devices(username)
-        ]
 
 
 @contextmanager

@@ -1,14 +1,11 @@
 """The push service's own database: devices' push registrations and public keys."""
-from shared.mongo import ASCENDING, IndexModel, Storage
+from shared.mongo import Storage
 
 ACTIVE, REVOKED = "active", "revoked"
 
 
 class PushStorage(Storage):
     database_name = "push"
-    indexes = {
-        "devices": [IndexModel([("username", ASCENDING), ("status", ASCENDING)])],
-    }
 
     def register_device(self, device, now):
         """Store an activated device once; a redelivered or late event changes nothing.
@@ -34,9 +31,3 @@ class PushStorage(Storage):
              "$setOnInsert": {"username": username, "created_at": now}},
             upsert=True,
         )
-
-    def active_devices(self, username):
-        return list(self.db.devices.find({"username": username, "status": ACTIVE}))
-
-    def find_device(self, device_id):
-        return self.db.devices.find_one({"_id": device_id})
