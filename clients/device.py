@@ -82,3 +82,24 @@ def create_activation(base_url, admin_token, username):
     _, answer = call(base_url, "POST", "/api/admin/activations", {"username": username},
                      headers={"Authorization": f"Bearer {admin_token}"})
     return answer
+
+
+def _poll_body(device, timestamp=None):
+    timestamp = int(time.time()) if timestamp is None else timestamp
+    return {"timestamp": timestamp, "signature": device.sign("mycepa-poll-v1", device.device_id, timestamp)}
+
+
+def pending_challenges(device, timestamp=None):
+    """The login requests waiting for this device (poll mode), signed as DESIGN §4 says."""
+    _, answer = call(device.base_url, "POST", f"/api/devices/{device.device_id}/challenges",
+                     _poll_body(device, timestamp))
+    return answer["challenges"]
+
+
+def answer_challenge(device, challenge, decision, number, fraud=False, device_id=None):
+    """Approve or deny `challenge` with the number the user picked."""
+    signature = device.sign("mycepa-push-v1", challenge["challenge_id"], challenge["nonce"], decision, number)
+    _, answer = call(device.base_url, "POST", f"/api/push/challenges/{challenge['challenge_id']}/response",
+                     {"device_id": device_id or device.device_id, "decision": decision, "number": number,
+                      "signature": signature, "fraud": fraud})
+    return answer

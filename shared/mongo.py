@@ -66,6 +66,22 @@ class Storage:
             if self.claim(collection, f"{key}#{number}", **fields):
                 return number
 
+    def add_to_set(self, collection, key, field, value, attempts=5):
+        """Add `value` to the array `field` of document `key` (made if missing), surely.
+
+        `$addToSet` is read-modify-write on FerretDB: two concurrent additions to one
+        document can drop one, so read back and repeat until the value is there.
+        """
+        for _ in range(attempts):
+            try:
+                self.db[collection].update_one({"_id": key}, {"$addToSet": {field: value}}, upsert=True)
+            except DuplicateKeyError:
+                continue  # two first additions raced to create the document
+            document = self.db[collection].find_one({"_id": key})
+            if document and value in document.get(field, []):
+                return
+        raise RuntimeError(f"could not add to {collection}.{field}")
+
     def has_ticket(self, collection, key, number):
         return self.db[collection].find_one({"_id": f"{key}#{number}"}, projection={"_id": 1}) is not None
 

@@ -20,3 +20,12 @@ class GatewaySettings(Settings):
                                        validate=validate.Range(min=0.1, max=5.0))
     max_body_bytes = fields.Integer(data_key="MAX_BODY_BYTES", load_default=16 * 1024,
                                     validate=validate.Range(min=1024, max=1024 * 1024))
+    remember_ttl_seconds = fields.Integer(data_key="REMEMBER_TTL_SECONDS", load_default=180 * 24 * 3600,
+                                          validate=validate.Range(min=3600, max=400 * 24 * 3600))
+    push_request_ttl_seconds = fields.Integer(data_key="PUSH_REQUEST_TTL_SECONDS", load_default=120,
+                                              validate=validate.Range(min=10, max=600))
+    # Against push bombing: at most this many push requests per user per window.
+    push_rate_limit = fields.Integer(data_key="PUSH_RATE_LIMIT", load_default=3,
+                                     validate=validate.Range(min=1, max=100))
+    push_rate_window_seconds = fields.Integer(data_key="PUSH_RATE_WINDOW_SECONDS", load_default=300,
+                                              validate=validate.Range(min=10, max=24 * 3600))

@@ -83,3 +83,78 @@ class UnlockResponse(Schema):
 class Readiness(Schema):
     ready = fields.Boolean(required=True)
     checks = fields.Dict(keys=fields.String(), values=fields.Boolean(), required=True)
+
+
+class RememberedUser(Schema):
+    username = fields.String(required=True)
+
+
+class PushRequestCreated(Schema):
+    request_id = fields.String(required=True)
+    number = fields.String(required=True, metadata={"description": "the number to pick on the phone"})
+    expires_at = fields.String(required=True, metadata={"format": "date-time"})
+
+
+class PushRequestStatus(Schema):
+    status = fields.String(required=True, validate=validate.OneOf(["pending", "approved", "denied", "expired"]))
+
+
+class SignedPoll(Schema):
+    timestamp = fields.Integer(required=True, strict=True, metadata={"description": "unix seconds, ±60 s"})
+    signature = StrictString(required=True, validate=validate.Length(min=1, max=256),
+                             metadata={"description": "base64 DER ECDSA over mycepa-poll-v1|device_id|timestamp"})
+
+
+class PushTokenUpdate(SignedPoll):
+    push_token = StrictString(required=True, validate=validate.Length(min=1, max=4096),
+                              metadata={"description": "signature over mycepa-token-v1|device_id|timestamp|push_token"})
+
+
+class ChallengeContext(Schema):
+    ip = fields.String(required=True)
+    user_agent = fields.String(required=True)
+    requested_at = fields.String(required=True)
+
+
+class DeviceChallenge(Schema):
+    challenge_id = fields.String(required=True)
+    nonce = fields.String(required=True)
+    username = fields.String(required=True)
+    expires_at = fields.String(required=True)
+    context = fields.Nested(ChallengeContext, required=True)
+    number_choices = fields.List(fields.String(), required=True)
+
+
+class DeviceChallenges(Schema):
+    challenges = fields.List(fields.Nested(DeviceChallenge), required=True)
+
+
+class ChallengeAnswer(Schema):
+    device_id = StrictString(required=True, validate=validate.Length(min=1, max=64))
+    decision = StrictString(required=True, validate=validate.OneOf(["approve", "deny"]))
+    number = StrictString(required=True, validate=validate.Regexp(r"^([0-9]{2})?\Z"),
+                          metadata={"description": "the number picked on the phone ('' for deny)"})
+    signature = StrictString(required=True, validate=validate.Length(min=1, max=256),
+                             metadata={"description": "base64 DER ECDSA over "
+                                                      "mycepa-push-v1|challenge_id|nonce|decision|number"})
+    fraud = fields.Boolean(load_default=False, metadata={"description": "deny and report as fraud"})
+
+
+class ChallengeAnswered(Schema):
+    challenge_id = fields.String(required=True)
+    status = fields.String(required=True)
+
+
+class DeviceUpdated(Schema):
+    device_id = fields.String(required=True)
+
+
+class PushBlock(Schema):
+    username = fields.String(required=True)
+    blocked = fields.Boolean(required=True)
+    since = fields.String(allow_none=True)
+
+
+class PushBlockCleared(Schema):
+    username = fields.String(required=True)
+    was_blocked = fields.Boolean(required=True)

@@ -1,26 +1,39 @@
 """The gateway: the only HTTP surface. Browser login, device activation, admin, operations."""
 import hmac
+import logging
+import math
 import re
+import secrets
+import uuid
 from datetime import timedelta
 from urllib.parse import urlencode
 
 import eventlet
 import segno
+from nameko.events import EventDispatcher
 from nameko.timer import timer
 from werkzeug.wrappers import Response
 
-from shared.clock import utcnow
+from shared import events
+from shared.clock import isoformat, utcnow
 from shared.errors import (
-    InvalidCredentials, Locked, Unauthenticated, ValidationFailed,
+    Forbidden, InvalidCredentials, Locked, NotFound, TooManyRequests, Unauthenticated, ValidationFailed,
 )
 from shared.mongo import MongoStorage
 from services.gateway import metrics, schemas
 from services.gateway.dependencies import BrokerCheck, GatewayConfig, ServiceRpc
 from services.gateway.entrypoints import ROUTES, json_response, load_body, route
 from services.gateway.openapi import build_spec
-from services.gateway.storage import GatewayStorage
+from services.gateway.storage import GatewayStorage, token_hash
+
+log = logging.getLogger(__name__)
 
 SESSION_COOKIE = "mycepa_session"
+REMEMBER_COOKIE = "mycepa_remember"
+# Binds a push login request to the browser that started it: only that browser, holding
+# this cookie, can see the outcome and receive the session.
+PUSH_COOKIE = "mycepa_push"
+PUSH_COOKIE_PATH = "/api/login/push"
 ACTIVATION_CODE = re.compile(r"^[A-Za-z0-9-]{4,64}\Z")
 
 
@@ -32,6 +45,7 @@ class GatewayService:
     otp = ServiceRpc("otp")
     push = ServiceRpc("push")
     broker_reachable = BrokerCheck()
+    dispatch = EventDispatcher()
 
     # -- browser: code login and session -------------------------------------------
 
@@ -49,7 +63,9 @@ class GatewayService:
             verified["username"], verified["device_id"], now,
             now + timedelta(seconds=self.config["session_ttl_seconds"]))
         metrics.LOGINS.labels("code", "ok").inc()
-        response = json_response({"username": verified["username"], "offer_remember": True})
+        remembered = self._remembered(request)
+        offer = remembered is None or remembered["username"] != verified["username"]
+        response = json_response({"username": verified["username"], "offer_remember": offer})
         self._set_cookie(response, SESSION_COOKIE, token, self.config["session_ttl_seconds"])
         return response
 
@@ -65,9 +81,130 @@ class GatewayService:
         if token:
             self.storage.delete_session(token)
         response = Response(status=204)
-        response.delete_cookie(SESSION_COOKIE, path="/", samesite="Strict", httponly=True,
-                               secure=self._secure_cookies)
+        self._delete_cookie(response, SESSION_COOKIE)
         return response
+
+
+    # -- browser: "Bewaar je gebruikersnaam" and push login ----------------------------
+
+    @route("POST", "/api/remember", "Save the username: this browser may log in with push", "browser",
+           responses={204: None}, errors=(401,), auth="session")
+    def remember(self, request):
+        session = self._session(request)
+        now = utcnow()
+        ttl = self.config["remember_ttl_seconds"]
+        old = request.cookies.get(REMEMBER_COOKIE)
+        if old:
+            self.storage.forget(old)
+        token = self.storage.remember(session["username"], now, now + timedelta(seconds=ttl))
+        response = Response(status=204)
+        self._set_cookie(response, REMEMBER_COOKIE, token, ttl)
+        return response
+
+    @route("DELETE", "/api/remember", "'Andere gebruiker': forget the saved username", "browser",
+           responses={204: None})
+    def forget(self, request):
+        token = request.cookies.get(REMEMBER_COOKIE)
+        if token:
+            self.storage.forget(token)
+        response = Response(status=204)
+        self._delete_cookie(response, REMEMBER_COOKIE)
+        return response
+
+    @route("GET", "/api/login/push", "The saved username of this browser", "browser",
+           responses={200: schemas.RememberedUser}, errors=(404, 503))
+    def remembered_user(self, request):
+        remembered = self._push_ready_user(request)
+        return json_response({"username": remembered["username"]})
+
+    @route("POST", "/api/login/push", "'Stuur PUSH': ask the user's phone to confirm this login", "browser",
+           responses={202: schemas.PushRequestCreated}, errors=(403, 404, 423, 429, 503))
+    def request_push(self, request):
+        username = self._push_ready_user(request, refuse_locked=True)["username"]
+        block = self.push.push_block(username)
+        if block["blocked"]:
+            raise Forbidden("Push login is blocked for this account after a reported fraud attempt; "
+                            "log in with a code or ask an administrator")
+        now = utcnow()
+        window = self.config["push_rate_window_seconds"]
+        current = int(now.timestamp()) // window
+        if self.storage.count_push_request(username, current) > self.config["push_rate_limit"]:
+            retry_after = max(1, math.ceil((current + 1) * window - now.timestamp()))
+            raise TooManyRequests(f"Too many push requests; try again in {retry_after} seconds",
+                                  retry_after=retry_after)
+        request_id = f"lr_{uuid.uuid4().hex}"
+        number = f"{10 + secrets.randbelow(90)}"
+        expires_at = now + timedelta(seconds=self.config["push_request_ttl_seconds"])
+        browser_token = secrets.token_urlsafe(32)
+        self.storage.add_login_request(request_id, username, number, browser_token, now, expires_at)
+        events.dispatch_event(self.dispatch, events.LoginRequested, request_id=request_id, username=username,
+                              number=number, expires_at=expires_at,
+                              context={"ip": request.remote_addr or "unknown",
+                                       "user_agent": request.headers.get("User-Agent", "")[:512],
+                                       "requested_at": now})
+        metrics.LOGINS.labels("push", "requested").inc()
+        response = json_response({"request_id": request_id, "number": number, "expires_at": isoformat(expires_at)},
+                                 202)
+        self._set_cookie(response, PUSH_COOKIE, browser_token, self.config["push_request_ttl_seconds"],
+                         path=PUSH_COOKIE_PATH)
+        return response
+
+    @route("GET", "/api/login/push/{request_id}", "The state of a push login; approved sets the session",
+           "browser", responses={200: schemas.PushRequestStatus}, errors=(404,))
+    def push_status(self, request, request_id):
+        login_request = self.storage.find_login_request(request_id) if len(request_id) <= 64 else None
+        browser_token = request.cookies.get(PUSH_COOKIE)
+        # Someone else's request id looks exactly like an unknown one.
+        if (login_request is None or not browser_token or
+                not hmac.compare_digest(login_request["browser"], token_hash(browser_token))):
+            raise NotFound("No such login request for this browser")
+        now = utcnow()
+        status = login_request["status"]
+        if status == "pending" and login_request["expires_at"] <= now:
+            status = "expired"
+        response = json_response({"status": status})
+        if status == "approved" and self.storage.claim_session_for(request_id, now):
+            token = self.storage.create_session(
+                login_request["username"], None, now, now + timedelta(seconds=self.config["session_ttl_seconds"]))
+            self._set_cookie(response, SESSION_COOKIE, token, self.config["session_ttl_seconds"])
+            self._delete_cookie(response, PUSH_COOKIE, path=PUSH_COOKIE_PATH)
+            metrics.LOGINS.labels("push", "ok").inc()
+        return response
+
+    @events.handles(events.AccessConfirmed, requeue_on_error=True)
+    def on_access_confirmed(self, payload):
+        self._settle(events.AccessConfirmed, payload, "approved")
+
+    @events.handles(events.AccessDenied, requeue_on_error=True)
+    def on_access_denied(self, payload):
+        self._settle(events.AccessDenied, payload, "denied")
+
+    @events.handles(events.LoginExpired, requeue_on_error=True)
+    def on_login_expired(self, payload):
+        self._settle(events.LoginExpired, payload, "expired")
+
+    def _settle(self, event_cls, payload, status):
+        try:
+            event = events.parse_event(event_cls, payload)
+        except events.ValidationError:
+            log.error("dropping malformed %s event", event_cls.name)
+            return
+        self.storage.settle_login_request(event["request_id"], status, utcnow())
+
+    def _push_ready_user(self, request, refuse_locked=False):
+        """The browser's remembered user, if a push can reach them; the saved username
+        is forgotten when the user has no device left."""
+        token = request.cookies.get(REMEMBER_COOKIE)
+        remembered = self.storage.find_remembered(token, utcnow()) if token else None
+        if remembered is None:
+            raise NotFound("This browser has no saved username")
+        state = self.otp.account_state(remembered["username"])
+        if state["active_devices"] == 0:
+            self.storage.forget(token)
+            raise NotFound("The saved user has no active device any more; log in with a code")
+        if refuse_locked and state["locked"]:
+            raise Locked("This account is locked; push login is not possible now")
+        return remembered
 
     # -- device (the OTP app) --------------------------------------------------------
 
@@ -77,6 +214,30 @@ class GatewayService:
     def activate_device(self, request):
         device = load_body(request, schemas.ActivateRequest, self.config["max_body_bytes"])
         return json_response(self.otp.activate_device(**device), 201)
+
+
+    @route("POST", "/api/devices/{device_id}/challenges", "A device's pending login requests (poll mode)",
+           "device", body=schemas.SignedPoll, responses={200: schemas.DeviceChallenges},
+           errors=(400, 401, 403, 503))
+    def device_challenges(self, request, device_id):
+        poll = load_body(request, schemas.SignedPoll, self.config["max_body_bytes"])
+        return json_response({"challenges": self.push.pending_challenges(device_id, poll["timestamp"],
+                                                                         poll["signature"])})
+
+    @route("POST", "/api/push/challenges/{challenge_id}/response", "'Bevestig toegang': approve or deny",
+           "device", body=schemas.ChallengeAnswer, responses={200: schemas.ChallengeAnswered},
+           errors=(400, 401, 403, 404, 409, 410, 503))
+    def answer_challenge(self, request, challenge_id):
+        answer = load_body(request, schemas.ChallengeAnswer, self.config["max_body_bytes"])
+        return json_response(self.push.respond(challenge_id, answer["device_id"], answer["decision"],
+                                               answer["number"], answer["signature"], answer["fraud"]))
+
+    @route("POST", "/api/devices/{device_id}/push-token", "A device's new push token (signed)", "device",
+           body=schemas.PushTokenUpdate, responses={200: schemas.DeviceUpdated}, errors=(400, 401, 403, 503))
+    def update_push_token(self, request, device_id):
+        update = load_body(request, schemas.PushTokenUpdate, self.config["max_body_bytes"])
+        return json_response(self.push.update_push_token(device_id, update["push_token"], update["timestamp"],
+                                                         update["signature"]))
 
     # -- admin -----------------------------------------------------------------------
 
@@ -117,6 +278,19 @@ class GatewayService:
         self._require_admin(request)
         return json_response(self.otp.unlock(username))
 
+
+    @route("GET", "/api/admin/users/{username}/push-block", "Whether push is blocked after a fraud report",
+           "admin", responses={200: schemas.PushBlock}, errors=(400, 401, 503), auth="admin")
+    def push_block(self, request, username):
+        self._require_admin(request)
+        return json_response(self.push.push_block(username))
+
+    @route("DELETE", "/api/admin/users/{username}/push-block", "Clear a fraud block", "admin",
+           responses={200: schemas.PushBlockCleared}, errors=(400, 401, 503), auth="admin")
+    def clear_push_block(self, request, username):
+        self._require_admin(request)
+        return json_response(self.push.clear_push_block(username))
+
     # -- operations ------------------------------------------------------------------
 
     @route("GET", "/healthz", "The gateway process is up", "operations", responses={200: None})
@@ -153,9 +327,16 @@ class GatewayService:
     def _secure_cookies(self):
         return self.config["environment"] != "dev"
 
-    def _set_cookie(self, response, name, value, max_age):
-        response.set_cookie(name, value, max_age=max_age, path="/", httponly=True, samesite="Strict",
+    def _set_cookie(self, response, name, value, max_age, path="/"):
+        response.set_cookie(name, value, max_age=max_age, path=path, httponly=True, samesite="Strict",
                             secure=self._secure_cookies)
+
+    def _delete_cookie(self, response, name, path="/"):
+        response.delete_cookie(name, path=path, samesite="Strict", httponly=True, secure=self._secure_cookies)
+
+    def _remembered(self, request):
+        token = request.cookies.get(REMEMBER_COOKIE)
+        return self.storage.find_remembered(token, utcnow()) if token else None
 
     def _session(self, request):
         token = request.cookies.get(SESSION_COOKIE)

@@ -1,6 +1,11 @@
-"""The gateway's own database: browser sessions, stored by the hash of their token."""
+"""The gateway's own database: sessions, remembered browsers and push login requests.
+
+Tokens (session, remember, the browser binding of a login request) are random and
+stored only as SHA-256 hashes. Reads are by `_id` alone (see shared/mongo.py).
+"""
 import hashlib
 import secrets
+from datetime import timedelta
 
 from shared.mongo import ASCENDING, IndexModel, Storage
 
@@ -30,5 +35,47 @@ class GatewayStorage(Storage):
     def delete_session(self, token):
         self.db.sessions.delete_one({"_id": token_hash(token)})
 
+    # -- remembered browsers ("Bewaar je gebruikersnaam") -----------------------------
+
+    def remember(self, username, now, expires_at):
+        token = secrets.token_urlsafe(32)
+        self.db.remembered.insert_one({"_id": token_hash(token), "username": username,
+                                       "created_at": now, "expires_at": expires_at})
+        return token
+
+    def find_remembered(self, token, now):
+        remembered = self.db.remembered.find_one({"_id": token_hash(token)})
+        return remembered if remembered and remembered["expires_at"] > now else None
+
+    def forget(self, token):
+        self.db.remembered.delete_one({"_id": token_hash(token)})
+
+    # -- push login requests ---------------------------------------------------------
+
+    def count_push_request(self, username, window):
+        """Number this push request in the user's rate-limit window, exactly."""
+        return self.take_ticket("push_requests", f"{username}#{window}")
+
+    def add_login_request(self, request_id, username, number, browser_token, now, expires_at):
+        self.db.login_requests.insert_one({
+            "_id": request_id, "username": username, "number": number, "browser": token_hash(browser_token),
+            "status": "pending", "created_at": now, "expires_at": expires_at})
+
+    def find_login_request(self, request_id):
+        return self.db.login_requests.find_one({"_id": request_id})
+
+    def settle_login_request(self, request_id, status, now):
+        """pending -> approved | denied | expired; a settled request stays as it is."""
+        request = self.find_login_request(request_id)
+        if request and request["status"] == "pending":
+            self.db.login_requests.update_one({"_id": request_id}, {"$set": {"status": status, "settled_at": now}})
+
+    def claim_session_for(self, request_id, now):
+        """True once per approved request: only one session comes out of it."""
+        return self.claim("request_sessions", request_id, at=now)
+
     def purge_expired(self, now):
-        return self.db.sessions.delete_many({"expires_at": {"$lt": now}}).deleted_count
+        removed = 0
+        for collection in ("sessions", "remembered", "login_requests"):
+            removed += self.db[collection].delete_many({"expires_at": {"$lt": now - timedelta(hours=1)}}).deleted_count
+        return removed

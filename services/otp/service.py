@@ -190,6 +190,17 @@ class OtpService:
         return DeviceView(many=True).dump(self.storage.authenticators_of(username, active_only=False))
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
+    def account_state(self, username):
+        """Whether a push login makes sense: the account is not locked and has a device."""
+        username = load_args(UsernameArgs, username=username)["username"]
+        now = utcnow()
+        lockout = self.storage.lockout(username)
+        locked = (self.storage.hard_locked(username, lockout, self.config.settings["hard_lock_failures"])
+                  or (lockout["locked_until"] or now) > now)
+        return {"username": username, "locked": locked,
+                "active_devices": len(self.storage.authenticators_of(username))}
+
+    @rpc(expected_exceptions=EXPECTED_ERRORS)
     def revoke_device(self, device_id, reason="admin"):
         device_id = load_args(DeviceIdArgs, device_id=device_id, reason=reason)["device_id"]
         device = self.storage.revoke_authenticator(device_id, utcnow())

@@ -15,8 +15,6 @@ are exact under concurrency and only `_id` lookups are indexed. Hence the layout
 import secrets
 from datetime import timedelta
 
-from pymongo.errors import DuplicateKeyError
-
 from shared.mongo import ASCENDING, IndexModel, Storage
 
 ACTIVE, REVOKED = "active", "revoked"
@@ -71,20 +69,7 @@ class OtpStorage(Storage):
             # the highest time step accepted: codes of older steps are refused
             "last_step": 0,
         })
-        self._link_device(username, device_id)
-
-    def _link_device(self, username, device_id):
-        # $addToSet is read-modify-write on FerretDB: a concurrent activation of the same
-        # user could drop one id, so read back and repeat until the id is there.
-        for _ in range(5):
-            try:
-                self.db.accounts.update_one({"_id": username}, {"$addToSet": {"device_ids": device_id}}, upsert=True)
-            except DuplicateKeyError:
-                continue  # two first activations raced to create the account
-            account = self.db.accounts.find_one({"_id": username})
-            if account and device_id in account.get("device_ids", []):
-                return
-        raise RuntimeError("could not link the device to its account")
+        self.add_to_set("accounts", username, "device_ids", device_id)
 
     def authenticators_of(self, username, active_only=True):
         account = self.db.accounts.find_one({"_id": username})

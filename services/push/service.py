@@ -1,22 +1,32 @@
-"""The push service: the registry of devices that can confirm a login.
+"""The push service: devices that can confirm a login, and the login challenges they answer.
 
-Fed by the otp service's DeviceActivated / DeviceRevoked events. Handlers are idempotent
-and requeue on error, so a redelivered or retried event is never lost and never applied
-twice; a malformed event, or one the database refuses as a document, is logged and
-dropped, since redelivering it cannot help and would loop forever.
+Fed by events: DeviceActivated / DeviceRevoked from otp keep the registry; LoginRequested
+from the gateway becomes a challenge, notified to every active device of the user
+(PushDispatched / PushFailed per device). A device's signed answer is accepted once
+(AccessConfirmed / AccessDenied); nobody answering in time ends as LoginExpired.
+
+Handlers are idempotent and requeue on error, so a redelivered or retried event is never
+lost and never applied twice; a malformed event, or one the database refuses as a
+document, is logged and dropped, since redelivering it cannot help and would loop forever.
 """
 import logging
 from contextlib import contextmanager
 
 from bson.errors import InvalidDocument
-
+from nameko.events import EventDispatcher
 from nameko.rpc import rpc
+from nameko.timer import timer
 
 from shared import events
-from shared.clock import utcnow
-from shared.errors import Unavailable
+from shared.clock import isoformat, utcnow
+from shared.errors import (
+    EXPECTED_ERRORS, Conflict, Expired, Forbidden, InvalidCredentials, NotFound, Unavailable, ValidationFailed,
+)
 from shared.mongo import MongoStorage
-from services.push.storage import PushStorage
+from services.push import challenges
+from services.push.dependencies import PushConfig, PushProviders
+from services.push.schemas import PollArgs, ResponseArgs, TokenArgs, UsernameArgs, load_args
+from services.push.storage import ACTIVE, PENDING, PushStorage
 
 log = logging.getLogger(__name__)
 
@@ -25,12 +35,17 @@ class PushService:
     name = "push"
 
     storage = MongoStorage(PushStorage)
+    config = PushConfig()
+    providers = PushProviders()
+    dispatch = EventDispatcher()
 
     @rpc
     def ping(self):
         if not self.storage.ping():
             raise Unavailable("push database unreachable")
         return {"service": self.name}
+
+    # -- the device registry ---------------------------------------------------------
 
     @events.handles(events.DeviceActivated, requeue_on_error=True)
     def on_device_activated(self, payload):
@@ -45,6 +60,156 @@ class PushService:
         if event:
             with _dropping_unstorable(events.DeviceRevoked):
                 self.storage.revoke_device(event["device_id"], event["username"], utcnow())
+
+    @rpc(expected_exceptions=EXPECTED_ERRORS)
+    def update_push_token(self, device_id, push_token, timestamp, signature):
+        args = load_args(TokenArgs, device_id=device_id, push_token=push_token, timestamp=timestamp,
+                         signature=signature)
+        device = self._signed_in_device(args["device_id"], args["timestamp"])
+        if not challenges.token_signature_valid(device["public_key"], device["_id"], args["timestamp"],
+                                                args["push_token"], args["signature"]):
+            raise InvalidCredentials("The signature does not match this device")
+        self.storage.set_push_token(device["_id"], args["push_token"], utcnow())
+        return {"device_id": device["_id"]}
+
+    # -- login challenges ------------------------------------------------------------
+
+    @events.handles(events.LoginRequested, requeue_on_error=True)
+    def on_login_requested(self, payload):
+        request = _parse(events.LoginRequested, payload)
+        if not request:
+            return
+        now = utcnow()
+        challenge = {
+            "_id": challenges.challenge_id_for(request["request_id"]),
+            "request_id": request["request_id"], "username": request["username"],
+            "nonce": challenges.new_nonce(), "number": request["number"],
+            "number_choices": challenges.number_choices(request["number"]),
+            "context": request["context"], "expires_at": request["expires_at"],
+            "status": PENDING, "created_at": now,
+        }
+        with _dropping_unstorable(events.LoginRequested):
+            if not self.storage.add_challenge(challenge):
+                challenge = self.storage.find_challenge(challenge["_id"])  # redelivered
+            for device in self.storage.active_devices(request["username"]):
+                if self.storage.claim_dispatch(challenge["_id"], device["_id"], now):
+                    self._notify(device, challenge)
+
+    def _notify(self, device, challenge):
+        common = {"request_id": challenge["request_id"], "challenge_id": challenge["_id"],
+                  "username": challenge["username"], "device_id": device["_id"]}
+        if device["platform"] == "poll":
+            # The app asks for its challenges itself; nothing to deliver.
+            events.dispatch_event(self.dispatch, events.PushDispatched, provider="poll", **common)
+            return
+        provider_name = "apns" if device["platform"] == "ios" else "fcm"
+        provider = self.providers.get(device["platform"])
+        if provider is None:
+            result_reason, permanent, ok, token_dead = "provider not configured", True, False, False
+        elif not device.get("push_token") or device.get("push_token_dead"):
+            result_reason, permanent, ok, token_dead = "no live push token", True, False, False
+        else:
+            ttl = max(1, int((challenge["expires_at"] - utcnow()).total_seconds()))
+            result = provider.send(device["push_token"], self.providers.message(challenge, ttl))
+            result_reason, permanent, ok, token_dead = result.reason, result.permanent, result.ok, result.token_dead
+        if token_dead:
+            self.storage.mark_push_token_dead(device["_id"], device["push_token"])
+        if ok:
+            events.dispatch_event(self.dispatch, events.PushDispatched, provider=provider_name, **common)
+        else:
+            events.dispatch_event(self.dispatch, events.PushFailed, provider=provider_name,
+                                  reason=result_reason[:200], permanent=permanent, **common)
+
+    @rpc(expected_exceptions=EXPECTED_ERRORS)
+    def pending_challenges(self, device_id, timestamp, signature):
+        """The challenges a polling device may answer, after it proved it holds its key."""
+        args = load_args(PollArgs, device_id=device_id, timestamp=timestamp, signature=signature)
+        device = self._signed_in_device(args["device_id"], args["timestamp"])
+        if not challenges.poll_signature_valid(device["public_key"], device["_id"], args["timestamp"],
+                                               args["signature"]):
+            raise InvalidCredentials("The signature does not match this device")
+        return [_as_device_sees_it(challenge)
+                for challenge in self.storage.pending_challenges_of(device["username"], utcnow())]
+
+    @rpc(expected_exceptions=EXPECTED_ERRORS)
+    def respond(self, challenge_id, device_id, decision, number, signature, fraud=False):
+        """Accept a device's answer: a valid signature from an active device of that user,
+        the matching number, before expiry, once."""
+        args = load_args(ResponseArgs, challenge_id=challenge_id, device_id=device_id, decision=decision,
+                         number=number, signature=signature, fraud=fraud)
+        challenge = self.storage.find_challenge(args["challenge_id"])
+        if challenge is None:
+            raise NotFound("No such login request")
+        device = self.storage.find_device(args["device_id"])
+        if device is None or device["status"] != ACTIVE or device["username"] != challenge["username"]:
+            raise Forbidden("This device cannot answer this login request")
+        if not challenges.response_signature_valid(device["public_key"], challenge, args["decision"],
+                                                   args["number"], args["signature"]):
+            raise InvalidCredentials("The signature does not match this device")
+        now = utcnow()
+        if challenge["status"] != PENDING:
+            raise Conflict("This login request has already been answered")
+        if challenge["expires_at"] <= now:
+            raise Expired("This login request has expired")
+        if args["decision"] == "approve" and args["number"] != challenge["number"]:
+            raise ValidationFailed("The number does not match the one in the browser",
+                                   fields={"number": ["does not match"]})
+        outcome = "approved" if args["decision"] == "approve" else "denied"
+        if not self.storage.record_answer(challenge, outcome, device["_id"], now):
+            raise Conflict("This login request has already been answered")
+        common = {"request_id": challenge["request_id"], "challenge_id": challenge["_id"],
+                  "username": challenge["username"], "device_id": device["_id"]}
+        if outcome == "approved":
+            events.dispatch_event(self.dispatch, events.AccessConfirmed, **common)
+        else:
+            if args["fraud"]:
+                self.storage.block_for_fraud(challenge["username"], challenge["_id"], device["_id"], now)
+            events.dispatch_event(self.dispatch, events.AccessDenied, fraud=args["fraud"], **common)
+        return {"challenge_id": challenge["_id"], "status": outcome}
+
+    @timer(interval=1)
+    def expire_overdue(self):
+        now = utcnow()
+        for challenge in self.storage.overdue_challenges(now):
+            if self.storage.record_answer(challenge, "expired", None, now):
+                events.dispatch_event(self.dispatch, events.LoginExpired, request_id=challenge["request_id"],
+                                      challenge_id=challenge["_id"], username=challenge["username"])
+
+    # -- fraud blocks ----------------------------------------------------------------
+
+    @rpc(expected_exceptions=EXPECTED_ERRORS)
+    def push_block(self, username):
+        username = load_args(UsernameArgs, username=username)["username"]
+        block = self.storage.fraud_block(username)
+        return {"username": username, "blocked": block is not None,
+                "since": isoformat(block["since"]) if block else None}
+
+    @rpc(expected_exceptions=EXPECTED_ERRORS)
+    def clear_push_block(self, username):
+        username = load_args(UsernameArgs, username=username)["username"]
+        return {"username": username, "was_blocked": self.storage.clear_fraud_block(username) is not None}
+
+    @timer(interval=300)
+    def purge_expired(self):
+        self.storage.purge_expired(utcnow())
+
+    def _signed_in_device(self, device_id, timestamp):
+        device = self.storage.find_device(device_id)
+        if device is None or device["status"] != ACTIVE:
+            raise Forbidden("Unknown or revoked device")
+        skew = self.config["poll_clock_skew_seconds"]
+        if abs(utcnow().timestamp() - timestamp) > skew:
+            raise InvalidCredentials(f"The timestamp must be within {skew} seconds of the server's clock")
+        return device
+
+
+def _as_device_sees_it(challenge):
+    context = challenge["context"]
+    return {"challenge_id": challenge["_id"], "nonce": challenge["nonce"], "username": challenge["username"],
+            "expires_at": isoformat(challenge["expires_at"]),
+            "context": {"ip": context["ip"], "user_agent": context["user_agent"],
+                        "requested_at": isoformat(context["requested_at"])},
+            "number_choices": challenge["number_choices"]}
 
 
 @contextmanager

@@ -1,11 +1,32 @@
-"""The push service's own database: devices' push registrations and public keys."""
-from shared.mongo import Storage
+"""The push service's own database: devices, login challenges, answers, fraud blocks.
+
+Laid out for the MongoDB-wire server we test with (shared/mongo.py): every hot read is
+by `_id`, and whatever must happen once is a unique insert.
+- `devices` {_id: device_id}: push registration and public key; `status` is authoritative.
+- `users` {_id: username, device_ids}: a user's devices, found by `_id`.
+- `challenges` {_id: challenge_id}: one per login request (the id derives from the
+  request id, so a redelivered LoginRequested finds the challenge it already made).
+- `inboxes` {_id: username, challenge_ids}: what a polling device of the user may see.
+- `dispatches` {_id: "challenge#device"}: a device is notified at most once per challenge.
+- `answers` {_id: challenge_id}: the one answer (approve, deny or expiry) a challenge gets.
+- `fraud_blocks` {_id: username}: push is refused until an admin clears it.
+"""
+from datetime import timedelta
+
+from shared.mongo import ASCENDING, IndexModel, Storage
 
 ACTIVE, REVOKED = "active", "revoked"
+PENDING = "pending"
 
 
 class PushStorage(Storage):
     database_name = "push"
+    # Only the expiry sweep and the purge query these.
+    indexes = {
+        "challenges": [IndexModel([("status", ASCENDING), ("expires_at", ASCENDING)])],
+    }
+
+    # -- devices ---------------------------------------------------------------------
 
     def register_device(self, device, now):
         """Store an activated device once; a redelivered or late event changes nothing.
@@ -23,6 +44,7 @@ class PushStorage(Storage):
             }},
             upsert=True,
         )
+        self.add_to_set("users", device["username"], "device_ids", device["device_id"])
 
     def revoke_device(self, device_id, username, now):
         self.db.devices.update_one(
@@ -31,3 +53,79 @@ class PushStorage(Storage):
              "$setOnInsert": {"username": username, "created_at": now}},
             upsert=True,
         )
+
+    def find_device(self, device_id):
+        return self.db.devices.find_one({"_id": device_id})
+
+    def active_devices(self, username):
+        user = self.db.users.find_one({"_id": username})
+        devices = (self.find_device(device_id) for device_id in (user or {}).get("device_ids", []))
+        return [device for device in devices if device and device["status"] == ACTIVE]
+
+    def set_push_token(self, device_id, push_token, now):
+        self.db.devices.update_one({"_id": device_id}, {"$set": {
+            "push_token": push_token, "push_token_dead": False, "push_token_updated_at": now}})
+
+    def mark_push_token_dead(self, device_id, push_token):
+        # Only if the token is still the one that failed: a fresh token stays usable.
+        device = self.find_device(device_id)
+        if device and device.get("push_token") == push_token:
+            self.db.devices.update_one({"_id": device_id}, {"$set": {"push_token_dead": True}})
+
+    # -- challenges ------------------------------------------------------------------
+
+    def add_challenge(self, challenge):
+        """Store a new challenge; False when it exists already (a redelivered request)."""
+        if not self.claim("challenges", challenge["_id"], **{k: v for k, v in challenge.items() if k != "_id"}):
+            return False
+        self.add_to_set("inboxes", challenge["username"], "challenge_ids", challenge["_id"])
+        return True
+
+    def find_challenge(self, challenge_id):
+        return self.db.challenges.find_one({"_id": challenge_id})
+
+    def pending_challenges_of(self, username, now):
+        inbox = self.db.inboxes.find_one({"_id": username})
+        found = []
+        for challenge_id in (inbox or {}).get("challenge_ids", []):
+            challenge = self.find_challenge(challenge_id)
+            if challenge and challenge["status"] == PENDING and challenge["expires_at"] > now:
+                found.append(challenge)
+        return found
+
+    def claim_dispatch(self, challenge_id, device_id, now):
+        return self.claim("dispatches", f"{challenge_id}#{device_id}", at=now)
+
+    def record_answer(self, challenge, outcome, device_id, now):
+        """The challenge's one answer: True for exactly one of any racing answers."""
+        if not self.claim("answers", challenge["_id"], outcome=outcome, device_id=device_id, at=now):
+            return False
+        self.db.challenges.update_one({"_id": challenge["_id"]}, {"$set": {
+            "status": outcome, "answered_at": now, "answered_by": device_id}})
+        self.db.inboxes.update_one({"_id": challenge["username"]}, {"$pull": {"challenge_ids": challenge["_id"]}})
+        return True
+
+    def overdue_challenges(self, now):
+        """Pending challenges past their expiry (a small set: answered ones leave it)."""
+        return list(self.db.challenges.find({"status": PENDING, "expires_at": {"$lte": now}}).limit(500))
+
+    # -- fraud blocks ----------------------------------------------------------------
+
+    def block_for_fraud(self, username, challenge_id, device_id, now):
+        self.claim("fraud_blocks", username, challenge_id=challenge_id, device_id=device_id, since=now)
+
+    def fraud_block(self, username):
+        return self.db.fraud_blocks.find_one({"_id": username})
+
+    def clear_fraud_block(self, username):
+        return self.db.fraud_blocks.find_one_and_delete({"_id": username})
+
+    # -- housekeeping ----------------------------------------------------------------
+
+    def purge_expired(self, now):
+        # Answered challenges are kept an hour for support questions, then go: the expiry
+        # sweep scans the collection, so it stays small.
+        cutoff = now - timedelta(hours=1)
+        old = self.db.challenges.delete_many({"status": {"$ne": PENDING}, "expires_at": {"$lt": cutoff}})
+        dispatches = self.db.dispatches.delete_many({"at": {"$lt": cutoff}})
+        return old.deleted_count + dispatches.deleted_count

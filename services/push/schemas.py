@@ -1,0 +1,43 @@
+"""What the push service's RPC entrypoints accept (the gateway checks HTTP input too)."""
+from marshmallow import RAISE, Schema, ValidationError, fields, validate
+
+from shared.errors import ValidationFailed
+from shared.fields import StrictString, Username
+
+_id = StrictString(required=True, validate=validate.Length(min=1, max=64))
+_signature = StrictString(required=True, validate=validate.Length(min=1, max=256))
+
+
+class Strict(Schema):
+    class Meta:
+        unknown = RAISE
+
+
+class UsernameArgs(Strict):
+    username = Username(required=True)
+
+
+class PollArgs(Strict):
+    device_id = _id
+    timestamp = fields.Integer(required=True, strict=True)
+    signature = _signature
+
+
+class TokenArgs(PollArgs):
+    push_token = StrictString(required=True, validate=validate.Length(min=1, max=4096))
+
+
+class ResponseArgs(Strict):
+    challenge_id = _id
+    device_id = _id
+    decision = StrictString(required=True, validate=validate.OneOf(["approve", "deny"]))
+    number = StrictString(required=True, validate=validate.Regexp(r"^([0-9]{2})?\Z"))
+    signature = _signature
+    fraud = fields.Boolean(load_default=False)
+
+
+def load_args(schema_cls, **arguments):
+    try:
+        return schema_cls().load(arguments)
+    except ValidationError as error:
+        raise ValidationFailed("Invalid request", fields=error.messages) from None
