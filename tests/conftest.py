@@ -42,6 +42,8 @@ TEST_ENV = {
     "OTP_LOCK_MAX_SECONDS": "4",
     "OTP_HARD_LOCK_FAILURES": "6",
     "RPC_TIMEOUT_SECONDS": "2",
+    # Long enough for a device to poll and answer, short enough to watch one expire.
+    "PUSH_REQUEST_TTL_SECONDS": "4",
 }
 os.environ.update(TEST_ENV)
 

@@ -23,7 +23,7 @@ class GatewaySettings(Settings):
     remember_ttl_seconds = fields.Integer(data_key="REMEMBER_TTL_SECONDS", load_default=180 * 24 * 3600,
                                           validate=validate.Range(min=3600, max=400 * 24 * 3600))
     push_request_ttl_seconds = fields.Integer(data_key="PUSH_REQUEST_TTL_SECONDS", load_default=120,
-                                              validate=validate.Range(min=10, max=600))
+                                              validate=validate.Range(min=2, max=600))
     # Against push bombing: at most this many push requests per user per window.
     push_rate_limit = fields.Integer(data_key="PUSH_RATE_LIMIT", load_default=3,
                                      validate=validate.Range(min=1, max=100))

@@ -145,7 +145,8 @@ class GatewayService:
         metrics.LOGINS.labels("push", "requested").inc()
         response = json_response({"request_id": request_id, "number": number, "expires_at": isoformat(expires_at)},
                                  202)
-        self._set_cookie(response, PUSH_COOKIE, browser_token, self.config["push_request_ttl_seconds"],
+        # Outlives the request, so the browser can still learn that it expired.
+        self._set_cookie(response, PUSH_COOKIE, browser_token, self.config["push_request_ttl_seconds"] + 600,
                          path=PUSH_COOKIE_PATH)
         return response
 

@@ -147,10 +147,10 @@ class PushService:
                                                    args["number"], args["signature"]):
             raise InvalidCredentials("The signature does not match this device")
         now = utcnow()
+        if challenge["status"] == "expired" or challenge["expires_at"] <= now:
+            raise Expired("This login request has expired")
         if challenge["status"] != PENDING:
             raise Conflict("This login request has already been answered")
-        if challenge["expires_at"] <= now:
-            raise Expired("This login request has expired")
         if args["decision"] == "approve" and args["number"] != challenge["number"]:
             raise ValidationFailed("The number does not match the one in the browser",
                                    fields={"number": ["does not match"]})
