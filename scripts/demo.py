@@ -1,4 +1,4 @@
-"""The guided demo of `make run`: the code-login half of the guide, step by step.
+"""The guided demo of `make run`: the guide "Inloggen op MyCepa met de OTP-app", step by step.
 
 Talks to the running stack only through its public HTTP API, as the admin and as the
 OTP app (clients/device.py) would. Non-interactive; prints what happens at each step.
@@ -8,18 +8,21 @@ import json
 import os
 import secrets
 import sys
+import time
 import urllib.request
 
 import segno
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from clients.device import Device, GatewayError, call, create_activation  # noqa: E402
+from clients.device import (  # noqa: E402
+    Device, GatewayError, answer_challenge, call, create_activation, pending_challenges,
+)
 
 BASE_URL = "http://" + os.environ.get("GATEWAY_BIND", "127.0.0.1:8000")
 ADMIN_TOKEN = os.environ["MYCEPA_ADMIN_TOKEN"]
 DEMO_USER = os.environ.get("DEMO_USERNAME", "W1234567")
-STEPS = 8
+STEPS = 10
 BOLD, DIM, GREEN, RED, RESET = ("\033[1m", "\033[2m", "\033[32m", "\033[31m", "\033[0m") if sys.stdout.isatty() \
     else ("", "", "", "", "")
 
@@ -123,12 +126,44 @@ def main():
     show("POST /api/login", f"{status} {body}")
     outcome(status == 200, "unlocked and logged in")
 
-    step(8, "Logout revokes the session")
+    step(8, "Bewaar je gebruikersnaam: the browser saves the username for push login")
+    status, _, headers = browser.request("POST", "/api/remember")
+    show("POST /api/remember", status)
+    outcome(status == 204 and "mycepa_remember=" in headers.get("Set-Cookie", ""), "username saved in this browser")
     status, _, _ = browser.request("POST", "/api/logout")
-    show("POST /api/logout", status)
+    show("POST /api/logout", f"{status} (the session ends; the saved username stays)")
     status, body, _ = browser.request("GET", "/api/me")
-    show("GET /api/me", f"{status} {body['error']}")
-    outcome(status == 401, "the session is gone")
+    outcome(status == 401, "logged out")
+
+    step(9, "Stuur PUSH: the browser asks the phone to confirm")
+    status, body, _ = browser.request("GET", "/api/login/push")
+    show("GET /api/login/push", f"{status} {body}")
+    status, pushed, _ = browser.request("POST", "/api/login/push")
+    show("POST /api/login/push", f"{status} {pushed}")
+    outcome(status == 202, f"the browser shows the number {pushed['number']}")
+    challenge = None
+    for _ in range(50):
+        found = [c for c in pending_challenges(device) if pushed["number"] in c["number_choices"]]
+        if found:
+            challenge = found[0]
+            break
+        time.sleep(0.1)
+    outcome(challenge is not None, "the phone received the login request")
+    show("the phone shows", f"{challenge['username']} from {challenge['context']['ip']}, "
+                            f"pick one of {', '.join(challenge['number_choices'])}")
+
+    step(10, "Bevestig toegang: the user picks the browser's number and confirms with Face ID / PIN")
+    answer = answer_challenge(device, challenge, "approve", pushed["number"])
+    show("POST /api/push/challenges/…/response", answer)
+    for _ in range(50):
+        status, body, _ = browser.request("GET", f"/api/login/push/{pushed['request_id']}")
+        if body.get("status") != "pending":
+            break
+        time.sleep(0.1)
+    show("GET /api/login/push/…", f"{status} {body}")
+    status, me, _ = browser.request("GET", "/api/me")
+    show("GET /api/me", f"{status} {me}")
+    outcome(body.get("status") == "approved" and status == 200, "logged in with push")
 
     _, devices = call(BASE_URL, "GET", f"/api/admin/users/{DEMO_USER}/devices", headers=admin)
     print(f"\n{BOLD}The stack keeps running.{RESET}")
