@@ -59,20 +59,36 @@ def vhost_uri(vhost):
     return urllib.parse.urlunsplit(parts._replace(path="/" + urllib.parse.quote(vhost, safe="")))
 
 
+class BrokerAdmin:
+    """Vhosts made and removed through RabbitMQ's management API."""
+
+    def __init__(self):
+        api = urllib.parse.urlsplit(BROKER_API.rstrip("/"))
+        self.session = requests.Session()
+        self.session.auth = (api.username or "guest", api.password or "guest")
+        self.base = urllib.parse.urlunsplit(api._replace(netloc=api.hostname + (f":{api.port}" if api.port else "")))
+
+    def create_vhost(self, vhost):
+        name = urllib.parse.quote(vhost, safe="")
+        self.session.put(f"{self.base}/api/vhosts/{name}", timeout=10).raise_for_status()
+        self.session.put(f"{self.base}/api/permissions/{name}/{self.session.auth[0]}", timeout=10,
+                         json={"configure": ".*", "write": ".*", "read": ".*"}).raise_for_status()
+        return vhost_uri(vhost)
+
+    def delete_vhost(self, vhost):
+        self.session.delete(f"{self.base}/api/vhosts/{urllib.parse.quote(vhost, safe='')}", timeout=10)
+
+
 @pytest.fixture(scope="session")
-def broker_vhost():
-    """A RabbitMQ vhost of this test session, made and removed through the management API."""
-    api = BROKER_API.rstrip("/")
-    auth = urllib.parse.urlsplit(api)
-    session = requests.Session()
-    session.auth = (auth.username or "guest", auth.password or "guest")
-    base = urllib.parse.urlunsplit(auth._replace(netloc=auth.hostname + (f":{auth.port}" if auth.port else "")))
-    name = urllib.parse.quote(VHOST, safe="")
-    session.put(f"{base}/api/vhosts/{name}").raise_for_status()
-    session.put(f"{base}/api/permissions/{name}/{session.auth[0]}",
-                json={"configure": ".*", "write": ".*", "read": ".*"}).raise_for_status()
-    yield vhost_uri(VHOST)
-    session.delete(f"{base}/api/vhosts/{name}")
+def broker_admin():
+    return BrokerAdmin()
+
+
+@pytest.fixture(scope="session")
+def broker_vhost(broker_admin):
+    """A RabbitMQ vhost of this test session."""
+    yield broker_admin.create_vhost(VHOST)
+    broker_admin.delete_vhost(VHOST)
 
 
 @pytest.fixture(scope="session")
@@ -98,12 +114,13 @@ def free_port():
 class Stack:
     """The three services as `nameko run` processes, as `make up` runs them."""
 
-    def __init__(self, amqp_uri, log_dir, otp_instances=2):
+    def __init__(self, amqp_uri, log_dir, otp_instances=2, **extra_env):
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.env = {**os.environ, **TEST_ENV, "AMQP_URI": amqp_uri, "GATEWAY_BIND": f"127.0.0.1:{self.port}",
-                    "MYCEPA_PUBLIC_URL": f"http://127.0.0.1:{self.port}", "PYTHONUNBUFFERED": "1"}
+                    "MYCEPA_PUBLIC_URL": f"http://127.0.0.1:{self.port}", "PYTHONUNBUFFERED": "1", **extra_env}
         self.log_dir = log_dir
+        self.log_dir.mkdir(parents=True, exist_ok=True)
         self.processes = {}
         self.names = [f"otp-{i}" for i in range(1, otp_instances + 1)] + ["push-1", "gateway-1"]
 
@@ -157,6 +174,16 @@ class Stack:
     def logs(self):
         return "\n".join((self.log_dir / f"{name}.log").read_text(errors="replace") for name in self.names)
 
+    def make_user(self, username=None, platform="poll", push_token=None, device_name="Test phone"):
+        """An activated Device of a fresh werkboeknummer."""
+        from clients.device import Device, create_activation
+        username = username or f"W{secrets.randbelow(10**9):09d}"
+        activation = create_activation(self.base_url, TEST_ENV["MYCEPA_ADMIN_TOKEN"], username)
+        device = Device.new(self.base_url)
+        device.activate(activation["activation_code"], platform=platform, push_token=push_token,
+                        device_name=device_name)
+        return device
+
 
 @pytest.fixture(scope="session")
 def artifacts_dir():
@@ -185,14 +212,4 @@ def admin_headers():
 @pytest.fixture
 def make_user(stack):
     """make_user(**overrides) -> an activated Device of a fresh werkboeknummer."""
-    from clients.device import Device, create_activation
-
-    def make(username=None, platform="poll", push_token=None, device_name="Test phone"):
-        username = username or f"W{secrets.randbelow(10**9):09d}"
-        activation = create_activation(stack.base_url, TEST_ENV["MYCEPA_ADMIN_TOKEN"], username)
-        device = Device.new(stack.base_url)
-        device.activate(activation["activation_code"], platform=platform, push_token=push_token,
-                        device_name=device_name)
-        return device
-
-    return make
+    return stack.make_user

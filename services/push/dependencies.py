@@ -1,8 +1,9 @@
 """DependencyProviders of the push service."""
 from nameko.extensions import DependencyProvider
 
-from shared.config import load_settings
+from shared.config import ConfigError, load_settings
 from services.push.config import PushSettings
+from services.push.providers import PushMessage, providers_from_settings
 
 
 class PushConfig(DependencyProvider):
@@ -17,11 +18,25 @@ class PushProviders(DependencyProvider):
     """The delivery providers by platform ("ios" -> APNs, "android" -> FCM), built once.
 
     A platform whose provider is not configured gets None: its devices are reported as
-    PushFailed and can still answer in poll mode.
+    PushFailed and can still answer in poll mode. Built in setup(), after eventlet's
+    patching, so their HTTP/2 connections are green.
     """
 
     def setup(self):
-        self.by_platform = {}
+        settings = load_settings(PushSettings)
+        try:
+            self.by_platform = providers_from_settings({
+                **settings,
+                "apns_key_pem": _read(settings["apns_key_file"], "APNS_KEY_FILE"),
+                "fcm_service_account_json": _read(settings["fcm_service_account_file"], "FCM_SERVICE_ACCOUNT_FILE"),
+            })
+        except ValueError as error:
+            raise ConfigError(f"invalid configuration (PushSettings): {error}") from None
+
+    def stop(self):
+        for provider in self.by_platform.values():
+            if provider is not None:
+                provider.close()
 
     def get_dependency(self, worker_ctx):
         return self
@@ -29,5 +44,17 @@ class PushProviders(DependencyProvider):
     def get(self, platform):
         return self.by_platform.get(platform)
 
-    def message(self, challenge, ttl_seconds):
-        raise NotImplementedError
+    @staticmethod
+    def message(challenge, ttl_seconds):
+        return PushMessage(challenge["_id"], challenge["username"], challenge["expires_at"], ttl_seconds)
+
+
+def _read(path, variable):
+    if not path:
+        return None
+    try:
+        with open(path, encoding="utf-8") as file:
+            return file.read()
+    except OSError as error:
+        raise ConfigError(f"invalid configuration (PushSettings): {variable}: cannot read the file "
+                          f"({error.strerror})") from None

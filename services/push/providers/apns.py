@@ -14,6 +14,7 @@ Answers (Apple's documented reasons, body `{"reason": "..."}`):
 import json
 import re
 import threading
+from dataclasses import replace
 
 import jwt
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -78,9 +79,10 @@ class APNsProvider(Provider):
                 self._jwt = (issued_at, token)
             return self._jwt[1]
 
-    def _invalidate_credentials(self):
+    def _invalidate_credentials(self, refused):
         with self._jwt_lock:
-            self._jwt = None
+            if self._jwt is not None and self._jwt[1] == refused:
+                self._jwt = None
 
     def _secrets(self):
         current = self._jwt
@@ -91,9 +93,9 @@ class APNsProvider(Provider):
         return {"aps": {"alert": {"title": title, "body": body}, "sound": "default"},
                 "challenge_id": message.challenge_id}
 
-    def headers(self, message):
+    def headers(self, message, provider_token):
         return {
-            "authorization": f"bearer {self.provider_token()}",
+            "authorization": f"bearer {provider_token}",
             "apns-topic": self.topic,
             "apns-push-type": "alert",
             "apns-priority": str(self.priority),
@@ -107,9 +109,10 @@ class APNsProvider(Provider):
             # Not a token APNs could have issued; sending it would only earn a 400.
             return Outcome(ok=False, status=None, reason="BadDeviceToken", permanent=True, token_dead=True)
         body = json.dumps(self.payload(message), ensure_ascii=False, separators=(",", ":")).encode()
+        provider_token = self.provider_token()
         response = self._http.post(f"{self.base_url}/3/device/{push_token}", content=body,
-                                   headers=self.headers(message))
-        return classify(response)
+                                   headers=self.headers(message, provider_token))
+        return replace(classify(response), credential=provider_token)
 
 
 def classify(response):

@@ -15,7 +15,7 @@ import re
 import ssl
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 import httpx
@@ -110,6 +110,7 @@ class Outcome:
     reauth: bool = False
     retry_after: float | None = None
     message_id: str | None = None
+    credential: str | None = field(default=None, repr=False)  # the JWT / access token the request used
 
 
 class Provider:
@@ -136,7 +137,7 @@ class Provider:
                 # Our credential was refused (expired JWT, revoked access token): make a
                 # fresh one and try once more straight away.
                 reauthed = True
-                self._invalidate_credentials()
+                self._invalidate_credentials(outcome.credential)
                 log.info("%s: credentials refused (%s), retrying with fresh ones",
                          self.name, outcome.reason, extra=_log_extra(message, hint))
                 continue
@@ -176,8 +177,9 @@ class Provider:
         """One request to the provider, classified. Subclasses implement it."""
         raise NotImplementedError
 
-    def _invalidate_credentials(self):
-        """Forget the cached JWT / access token so the next attempt makes a new one."""
+    def _invalidate_credentials(self, refused):
+        """Forget the cached JWT / access token if it is the `refused` one, so the next
+        attempt makes a new one (and concurrent sends refused alike renew it only once)."""
 
     def _secrets(self):
         """Strings that must never reach a log line (current JWT, access token)."""

@@ -18,6 +18,7 @@ UNAVAILABLE (503), INTERNAL (500) -> retried, honouring Retry-After.
 import json
 import threading
 import urllib.parse
+from dataclasses import replace
 from datetime import datetime, timezone
 
 import httpx
@@ -98,9 +99,10 @@ class FCMProvider(Provider):
                 self._token, self._token_expires_at = self._credentials.token, now + lifetime
             return self._token
 
-    def _invalidate_credentials(self):
+    def _invalidate_credentials(self, refused):
         with self._token_lock:
-            self._token = None
+            if self._token == refused:
+                self._token = None
 
     def _secrets(self):
         return (self._token,) if self._token else ()
@@ -127,7 +129,7 @@ class FCMProvider(Provider):
                            permanent=not retryable)
         response = self._http.post(self.send_url, json=self.body(push_token, message),
                                    headers={"authorization": f"Bearer {token}"})
-        return classify(response)
+        return replace(classify(response), credential=token)
 
 
 def classify(response):
