@@ -31,3 +31,25 @@ class StrictString(fields.String):
         except UnicodeEncodeError:
             raise self.make_error("invalid_utf8") from None
         return super()._deserialize(value, attr, data, **kwargs)
+
+
+class StrictInteger(fields.Integer):
+    """An integer that is really one: not a float, a numeric string or a boolean (which
+    Python counts as an int)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(strict=True, **kwargs)
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if isinstance(value, bool):
+            raise self.make_error("invalid")
+        return super()._deserialize(value, attr, data, **kwargs)
+
+
+class StrictBoolean(fields.Boolean):
+    """true or false, not 1, "yes" or "on" (and not 0: `0 in {False}` is true in Python)."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if not isinstance(value, bool):
+            raise self.make_error("invalid")
+        return value

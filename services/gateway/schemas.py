@@ -1,7 +1,7 @@
 """The gateway's HTTP request and response bodies (DESIGN §4); OpenAPI is generated from them."""
 from marshmallow import Schema, fields, validate
 
-from shared.fields import PLATFORMS, OtpCode, StrictString, Username
+from shared.fields import PLATFORMS, OtpCode, StrictBoolean, StrictInteger, StrictString, Username
 
 
 class ErrorBody(Schema):
@@ -100,7 +100,7 @@ class PushRequestStatus(Schema):
 
 
 class SignedPoll(Schema):
-    timestamp = fields.Integer(required=True, strict=True, metadata={"description": "unix seconds, ±60 s"})
+    timestamp = StrictInteger(required=True, metadata={"description": "unix seconds, ±60 s"})
     signature = StrictString(required=True, validate=validate.Length(min=1, max=256),
                              metadata={"description": "base64 DER ECDSA over mycepa-poll-v1|device_id|timestamp"})
 
@@ -137,7 +137,7 @@ class ChallengeAnswer(Schema):
     signature = StrictString(required=True, validate=validate.Length(min=1, max=256),
                              metadata={"description": "base64 DER ECDSA over "
                                                       "mycepa-push-v1|challenge_id|nonce|decision|number"})
-    fraud = fields.Boolean(load_default=False, metadata={"description": "deny and report as fraud"})
+    fraud = StrictBoolean(load_default=False, metadata={"description": "deny and report as fraud"})
 
 
 class ChallengeAnswered(Schema):

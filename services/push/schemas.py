@@ -1,8 +1,8 @@
 """What the push service's RPC entrypoints accept (the gateway checks HTTP input too)."""
-from marshmallow import RAISE, Schema, ValidationError, fields, validate
+from marshmallow import RAISE, Schema, ValidationError, validate
 
 from shared.errors import ValidationFailed
-from shared.fields import StrictString, Username
+from shared.fields import StrictBoolean, StrictInteger, StrictString, Username
 
 _id = StrictString(required=True, validate=validate.Length(min=1, max=64))
 _signature = StrictString(required=True, validate=validate.Length(min=1, max=256))
@@ -19,7 +19,7 @@ class UsernameArgs(Strict):
 
 class PollArgs(Strict):
     device_id = _id
-    timestamp = fields.Integer(required=True, strict=True)
+    timestamp = StrictInteger(required=True)
     signature = _signature
 
 
@@ -33,7 +33,7 @@ class ResponseArgs(Strict):
     decision = StrictString(required=True, validate=validate.OneOf(["approve", "deny"]))
     number = StrictString(required=True, validate=validate.Regexp(r"^([0-9]{2})?\Z"))
     signature = _signature
-    fraud = fields.Boolean(load_default=False)
+    fraud = StrictBoolean(load_default=False)
 
 
 def load_args(schema_cls, **arguments):

@@ -43,7 +43,7 @@ SERVER_LIMIT_BUG = known_bug("eventlet's own 414 / 400 for a request line or hea
                              "body and no Content-Type, not the JSON error shape")
 
 # The error codes each status may carry (DESIGN §4; 405, 413 and 415 as the gateway maps them).
-ERROR_CODES = {400: {"validation_error"}, 401: {"unauthenticated", "invalid_credentials"},
+ERROR_CODES = {400: {"validation_error"}, 401: {"unauthenticated", "invalid_credentials"}, 403: {"forbidden"},
                404: {"not_found"}, 405: {"method_not_allowed"}, 413: {"validation_error"},
                414: {"validation_error"}, 415: {"validation_error"}, 431: {"validation_error"}}
 
@@ -139,6 +139,9 @@ class BodyEndpoint:
     # instead (an unknown activation code is 401), with their maximum length.
     service_checked: dict = field(default_factory=dict)
     writes: tuple = ()               # PROBES of what the endpoint writes when it succeeds
+    # How the service refuses a well-typed value it cannot accept (an unknown activation
+    # code is 401; a device or challenge that does not exist is 403 or 404).
+    service_statuses: tuple = (400, 401)
 
     def hidden(self, body=None):
         values = [self.body.get(name) for name in self.secret_fields]
@@ -160,7 +163,23 @@ ACTIVATE = BodyEndpoint(
     writes=("devices",))
 CREATE_ACTIVATION = BodyEndpoint("create_activation", "/api/admin/activations", {"username": "W000000002"},
                                  required=("username",), headers=ADMIN, writes=("activation codes",))
-BODY_ENDPOINTS = (LOGIN, ACTIVATE, CREATE_ACTIVATION)
+# The device endpoints of push login, aimed at a device and a challenge that do not exist:
+# a well-formed body reaches the push service and is refused there (403 / 404), never 5xx.
+SIGNATURE = "MEUCIQDcLCZ7bIfv6uUh+fC3Mg2/5Ho2n1Y0b7P0TQqaq8j5fgIgEsRVd8ZuY5XH1l3d2nyD0t6pDfAtDuq5fKxq0XVjGvM="
+POLL = BodyEndpoint("poll", "/api/devices/dev_unknown/challenges", {"timestamp": 1_700_000_000,
+                                                                     "signature": SIGNATURE},
+                    required=("timestamp", "signature"), service_checked={"signature": 256},
+                    service_statuses=(400, 403))
+ANSWER = BodyEndpoint("answer", "/api/push/challenges/ch_unknown/response",
+                      {"device_id": "dev_unknown", "decision": "approve", "number": "42", "signature": SIGNATURE,
+                       "fraud": False},
+                      required=("device_id", "decision", "number", "signature"),
+                      service_checked={"device_id": 64, "signature": 256}, service_statuses=(400, 404))
+PUSH_TOKEN = BodyEndpoint("push_token", "/api/devices/dev_unknown/push-token",
+                          {"push_token": "a" * 64, "timestamp": 1_700_000_000, "signature": SIGNATURE},
+                          required=("push_token", "timestamp", "signature"),
+                          service_checked={"push_token": 4096, "signature": 256}, service_statuses=(400, 403))
+BODY_ENDPOINTS = (LOGIN, ACTIVATE, CREATE_ACTIVATION, POLL, ANSWER, PUSH_TOKEN)
 
 
 def raw(data, content_type="application/json"):
@@ -268,7 +287,11 @@ ODD_STRINGS = {
 
 
 # Odd strings that are fine for some fields: a werkboeknummer may be all digits.
-VALID_FOR = {"username": ("digits-9", "digits-11")}
+VALID_FOR = {"username": ("digits-9", "digits-11"),
+             # well-typed unix times: they pass validation and the unknown device is refused
+             "timestamp": ("int", "zero", "negative"),
+             "number": ("empty",),              # what a deny sends
+             "fraud": ("true", "false")}
 
 
 def field_cases(ep):
@@ -286,13 +309,13 @@ def field_cases(ep):
             statuses = (400,)
             limit = ep.service_checked.get(name)
             if limit and isinstance(value, str) and 1 <= len(value) <= limit:
-                statuses = (400, 401)
+                statuses = ep.service_statuses
             if len(json.dumps(body)) > MAX_BODY:
                 statuses = (400, 413)
             cases[f"{name}={label}"] = (as_json(body), statuses)
         # The same odd unicode sent as raw UTF-8 rather than \u escapes.
         cases[f"{name}=raw-utf8-unicode"] = (as_json({**ep.body, name: "W\u202e\U0001d54eé"}, ensure_ascii=False),
-                                             (400, 401) if name in ep.service_checked else (400,))
+                                             ep.service_statuses if name in ep.service_checked else (400,))
     return cases
 
 
