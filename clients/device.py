@@ -103,3 +103,12 @@ def answer_challenge(device, challenge, decision, number, fraud=False, device_id
                      {"device_id": device_id or device.device_id, "decision": decision, "number": number,
                       "signature": signature, "fraud": fraud})
     return answer
+
+
+def update_push_token(device, push_token, timestamp=None):
+    """Tell the server the device's new push token, signed as DESIGN §4's other requests."""
+    timestamp = int(time.time()) if timestamp is None else timestamp
+    _, answer = call(device.base_url, "POST", f"/api/devices/{device.device_id}/push-token", {
+        "push_token": push_token, "timestamp": timestamp,
+        "signature": device.sign("mycepa-token-v1", device.device_id, timestamp, push_token)})
+    return answer

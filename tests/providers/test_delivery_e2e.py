@@ -8,7 +8,7 @@ import time
 import pytest
 import requests
 
-from clients.device import answer_challenge, pending_challenges
+from clients.device import Device, GatewayError, answer_challenge, pending_challenges, update_push_token
 from tests.conftest import TEST_ENV, Stack
 from tests.providers.conftest import APNS_KEY_ID, APNS_TEAM_ID, _pem_private
 from tests.providers.servers import APNS_TOPIC
@@ -140,3 +140,27 @@ def test_a_retryable_apns_error_is_retried_and_delivered(delivery, provider_serv
     while len(sent_to(provider_servers, "apns", token, timeout=0)) < 2 and time.monotonic() < deadline:
         time.sleep(0.05)
     assert [r["answer"]["status"] for r in sent_to(provider_servers, "apns", token)] == [503, 200]
+
+
+def test_after_a_dead_token_the_app_sends_a_new_one_and_is_notified_again(delivery, provider_servers):
+    provider_servers.reset()
+    dead, fresh = secrets.token_hex(32), secrets.token_hex(32)
+    provider_servers.script("apns", dead, [{"status": 410, "reason": "Unregistered"}])
+    device = delivery.make_user(platform="ios", push_token=dead)
+    browser = remembered_browser(delivery, device)
+    browser.post(f"{delivery.base_url}/api/login/push", timeout=10)
+    assert [r["answer"]["status"] for r in sent_to(provider_servers, "apns", dead)] == [410]
+
+    # Only the device itself can change its token: a signature by another key is refused.
+    forger = Device.new(delivery.base_url)
+    forger.device_id = device.device_id
+    with pytest.raises(GatewayError) as refused:
+        update_push_token(forger, "attacker-token")
+    assert refused.value.status == 401
+    assert update_push_token(device, fresh) == {"device_id": device.device_id}
+
+    request = browser.post(f"{delivery.base_url}/api/login/push", timeout=10).json()
+    [sent] = sent_to(provider_servers, "apns", fresh)
+    assert sent["answer"]["status"] == 200
+    assert len(sent_to(provider_servers, "apns", dead, timeout=0)) == 1
+    approve_from_notification(delivery, device, browser, request, sent["headers"]["apns-collapse-id"])
