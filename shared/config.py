@@ -9,6 +9,7 @@ import re
 from types import MappingProxyType
 
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, post_load, validate
+from nameko.extensions import DependencyProvider
 
 _loaded = {}
 
@@ -76,3 +77,17 @@ def _flatten(messages):
     if isinstance(messages, (list, tuple)):
         return [text for value in messages for text in _flatten(value)]
     return [re.sub(r"\s+", " ", str(messages))]
+
+
+class SettingsProvider(DependencyProvider):
+    """A service's validated settings, loaded when its container starts: an incomplete
+    environment stops `nameko run` with the settings' own message before any work."""
+
+    def __init__(self, schema_cls):
+        self.schema_cls = schema_cls
+
+    def setup(self):
+        self.settings = load_settings(self.schema_cls)
+
+    def get_dependency(self, worker_ctx):
+        return self.settings

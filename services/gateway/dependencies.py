@@ -13,16 +13,6 @@ from shared.errors import Unavailable
 from services.gateway.config import GatewaySettings
 
 
-class GatewayConfig(DependencyProvider):
-    """The gateway's validated settings, loaded when the container starts."""
-
-    def setup(self):
-        self.settings = load_settings(GatewaySettings)
-
-    def get_dependency(self, worker_ctx):
-        return self.settings
-
-
 class ServiceRpc(RpcProxy):
     """An RpcProxy whose calls give up after RPC_TIMEOUT_SECONDS with Unavailable (503).
 

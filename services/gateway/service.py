@@ -16,12 +16,14 @@ from werkzeug.wrappers import Response
 
 from shared import events
 from shared.clock import isoformat, utcnow
+from shared.config import SettingsProvider
 from shared.errors import (
     Forbidden, InvalidCredentials, Locked, NotFound, TooManyRequests, Unauthenticated, ValidationFailed,
 )
 from shared.mongo import MongoStorage
 from services.gateway import metrics, schemas
-from services.gateway.dependencies import BrokerCheck, GatewayConfig, ServiceRpc
+from services.gateway.config import GatewaySettings
+from services.gateway.dependencies import BrokerCheck, ServiceRpc
 from services.gateway.entrypoints import ROUTES, json_response, load_body, route
 from services.gateway.openapi import build_spec
 from services.gateway.storage import GatewayStorage, token_hash
@@ -40,7 +42,7 @@ ACTIVATION_CODE = re.compile(r"^[A-Za-z0-9-]{4,64}\Z")
 class GatewayService:
     name = "gateway"
 
-    config = GatewayConfig()
+    config = SettingsProvider(GatewaySettings)
     storage = MongoStorage(GatewayStorage)
     otp = ServiceRpc("otp")
     push = ServiceRpc("push")
@@ -83,7 +85,6 @@ class GatewayService:
         response = Response(status=204)
         self._delete_cookie(response, SESSION_COOKIE)
         return response
-
 
     # -- browser: "Bewaar je gebruikersnaam" and push login ----------------------------
 
@@ -195,13 +196,12 @@ class GatewayService:
     def _push_ready_user(self, request, refuse_locked=False):
         """The browser's remembered user, if a push can reach them; the saved username
         is forgotten when the user has no device left."""
-        token = request.cookies.get(REMEMBER_COOKIE)
-        remembered = self.storage.find_remembered(token, utcnow()) if token else None
+        remembered = self._remembered(request)
         if remembered is None:
             raise NotFound("This browser has no saved username")
         state = self.otp.account_state(remembered["username"])
         if state["active_devices"] == 0:
-            self.storage.forget(token)
+            self.storage.forget(request.cookies[REMEMBER_COOKIE])
             raise NotFound("The saved user has no active device any more; log in with a code")
         if refuse_locked and state["locked"]:
             raise Locked("This account is locked; push login is not possible now")

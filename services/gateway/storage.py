@@ -20,17 +20,23 @@ class GatewayStorage(Storage):
         "sessions": [IndexModel([("expires_at", ASCENDING)])],
     }
 
-    def create_session(self, username, device_id, now, expires_at):
-        """A new random session token; only its hash is stored."""
+    def _issue(self, collection, now, expires_at, **fields):
         token = secrets.token_urlsafe(32)
-        self.db.sessions.insert_one({"_id": token_hash(token), "username": username, "device_id": device_id,
-                                     "created_at": now, "expires_at": expires_at})
+        self.db[collection].insert_one({"_id": token_hash(token), "created_at": now, "expires_at": expires_at,
+                                        **fields})
         return token
 
-    def find_session(self, token, now):
+    def _find_live(self, collection, token, now):
         # By _id alone, expiry checked here: FerretDB pushes down only a lone _id filter.
-        session = self.db.sessions.find_one({"_id": token_hash(token)})
-        return session if session and session["expires_at"] > now else None
+        document = self.db[collection].find_one({"_id": token_hash(token)})
+        return document if document and document["expires_at"] > now else None
+
+    def create_session(self, username, device_id, now, expires_at):
+        """A new random session token; only its hash is stored."""
+        return self._issue("sessions", now, expires_at, username=username, device_id=device_id)
+
+    def find_session(self, token, now):
+        return self._find_live("sessions", token, now)
 
     def delete_session(self, token):
         self.db.sessions.delete_one({"_id": token_hash(token)})
@@ -38,14 +44,10 @@ class GatewayStorage(Storage):
     # -- remembered browsers ("Bewaar je gebruikersnaam") -----------------------------
 
     def remember(self, username, now, expires_at):
-        token = secrets.token_urlsafe(32)
-        self.db.remembered.insert_one({"_id": token_hash(token), "username": username,
-                                       "created_at": now, "expires_at": expires_at})
-        return token
+        return self._issue("remembered", now, expires_at, username=username)
 
     def find_remembered(self, token, now):
-        remembered = self.db.remembered.find_one({"_id": token_hash(token)})
-        return remembered if remembered and remembered["expires_at"] > now else None
+        return self._find_live("remembered", token, now)
 
     def forget(self, token):
         self.db.remembered.delete_one({"_id": token_hash(token)})

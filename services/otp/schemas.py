@@ -3,28 +3,23 @@
 The gateway validates HTTP input with its own schemas; these check again at the service
 boundary, because RPC callers are not only the gateway.
 """
-from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
+from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
 from shared.device_keys import load_public_key
-from shared.errors import ValidationFailed
 from shared.fields import PLATFORMS, OtpCode, StrictString, Username
+from shared.validation import StrictSchema
 
 
-class Strict(Schema):
-    class Meta:
-        unknown = RAISE
-
-
-class UsernameArgs(Strict):
+class UsernameArgs(StrictSchema):
     username = Username(required=True)
 
 
-class VerifyArgs(Strict):
+class VerifyArgs(StrictSchema):
     username = Username(required=True)
     code = OtpCode(required=True)
 
 
-class ActivateArgs(Strict):
+class ActivateArgs(StrictSchema):
     activation_code = StrictString(required=True, validate=validate.Length(min=1, max=64))
     public_key = StrictString(required=True, validate=validate.Length(max=1024))
     platform = StrictString(required=True, validate=validate.OneOf(PLATFORMS))
@@ -41,7 +36,7 @@ class ActivateArgs(Strict):
             raise ValidationError("required for platform ios and android", "push_token")
 
 
-class DeviceIdArgs(Strict):
+class DeviceIdArgs(StrictSchema):
     device_id = StrictString(required=True, validate=validate.Length(min=1, max=64))
     reason = StrictString(load_default="admin", validate=validate.OneOf(["admin", "user", "replaced"]))
 
@@ -55,11 +50,3 @@ class DeviceView(Schema):
     created_at = fields.AwareDateTime(format="iso")
     last_used_at = fields.AwareDateTime(format="iso", allow_none=True)
     revoked_at = fields.AwareDateTime(format="iso", allow_none=True)
-
-
-def load_args(schema_cls, **arguments):
-    """The validated arguments, or ValidationFailed naming each bad field."""
-    try:
-        return schema_cls().load(arguments)
-    except ValidationError as error:
-        raise ValidationFailed("Invalid request", fields=error.messages) from None

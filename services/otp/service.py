@@ -13,12 +13,11 @@ from shared.clock import isoformat, utcnow
 from shared.deadline import Deadline
 from shared.errors import EXPECTED_ERRORS, Expired, InvalidCredentials, Locked, NotFound, Unavailable
 from shared.mongo import MongoStorage
+from shared.validation import load_args
 from services.otp import activation_codes, secrets
 from services.otp.dependencies import OtpConfig
 from services.otp.lockout import lock_after
-from services.otp.schemas import (
-    ActivateArgs, DeviceIdArgs, DeviceView, UsernameArgs, VerifyArgs, load_args,
-)
+from services.otp.schemas import ActivateArgs, DeviceIdArgs, DeviceView, UsernameArgs, VerifyArgs
 from services.otp.storage import OtpStorage
 
 log = logging.getLogger(__name__)

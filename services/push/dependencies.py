@@ -6,14 +6,6 @@ from services.push.config import PushSettings
 from services.push.providers import PushMessage, providers_from_settings
 
 
-class PushConfig(DependencyProvider):
-    def setup(self):
-        self.settings = load_settings(PushSettings)
-
-    def get_dependency(self, worker_ctx):
-        return self.settings
-
-
 class PushProviders(DependencyProvider):
     """The delivery providers by platform ("ios" -> APNs, "android" -> FCM), built once.
 

@@ -1,23 +1,18 @@
 """What the push service's RPC entrypoints accept (the gateway checks HTTP input too)."""
-from marshmallow import RAISE, Schema, ValidationError, validate
+from marshmallow import validate
 
-from shared.errors import ValidationFailed
 from shared.fields import StrictBoolean, StrictInteger, StrictString, Username
+from shared.validation import StrictSchema
 
 _id = StrictString(required=True, validate=validate.Length(min=1, max=64))
 _signature = StrictString(required=True, validate=validate.Length(min=1, max=256))
 
 
-class Strict(Schema):
-    class Meta:
-        unknown = RAISE
-
-
-class UsernameArgs(Strict):
+class UsernameArgs(StrictSchema):
     username = Username(required=True)
 
 
-class PollArgs(Strict):
+class PollArgs(StrictSchema):
     device_id = _id
     timestamp = StrictInteger(required=True)
     signature = _signature
@@ -27,17 +22,10 @@ class TokenArgs(PollArgs):
     push_token = StrictString(required=True, validate=validate.Length(min=1, max=4096))
 
 
-class ResponseArgs(Strict):
+class ResponseArgs(StrictSchema):
     challenge_id = _id
     device_id = _id
     decision = StrictString(required=True, validate=validate.OneOf(["approve", "deny"]))
     number = StrictString(required=True, validate=validate.Regexp(r"^([0-9]{2})?\Z"))
     signature = _signature
     fraud = StrictBoolean(load_default=False)
-
-
-def load_args(schema_cls, **arguments):
-    try:
-        return schema_cls().load(arguments)
-    except ValidationError as error:
-        raise ValidationFailed("Invalid request", fields=error.messages) from None

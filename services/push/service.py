@@ -19,13 +19,16 @@ from nameko.timer import timer
 
 from shared import events
 from shared.clock import isoformat, utcnow
+from shared.config import SettingsProvider
 from shared.errors import (
     EXPECTED_ERRORS, Conflict, Expired, Forbidden, InvalidCredentials, NotFound, Unavailable, ValidationFailed,
 )
 from shared.mongo import MongoStorage
+from shared.validation import load_args
 from services.push import challenges
-from services.push.dependencies import PushConfig, PushProviders
-from services.push.schemas import PollArgs, ResponseArgs, TokenArgs, UsernameArgs, load_args
+from services.push.config import PushSettings
+from services.push.dependencies import PushProviders
+from services.push.schemas import PollArgs, ResponseArgs, TokenArgs, UsernameArgs
 from services.push.storage import ACTIVE, PENDING, PushStorage
 
 log = logging.getLogger(__name__)
@@ -35,7 +38,7 @@ class PushService:
     name = "push"
 
     storage = MongoStorage(PushStorage)
-    config = PushConfig()
+    config = SettingsProvider(PushSettings)
     providers = PushProviders()
     dispatch = EventDispatcher()
 

@@ -7,7 +7,7 @@ import time
 import pytest
 import requests
 
-from clients.device import Device, GatewayError, answer_challenge, call, create_activation, pending_challenges
+from clients.device import Device, GatewayError, answer_challenge, call, pending_challenges
 from tests.conftest import TEST_ENV
 
 pytestmark = pytest.mark.e2e
