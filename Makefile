@@ -28,8 +28,11 @@ test: $(STAMP)
 	@scripts/infra.sh up
 	@$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
 
+# Two JSON reports: login throughput (bench.py), then the push round trip through the
+# local APNs server (bench_push.py, on a stack of its own next to the `make up` one).
 bench: up
-	@source <(scripts/stack.sh env --raw) && $(VENV)/bin/python scripts/bench.py $(BENCH_ARGS)
+	@source <(scripts/stack.sh env --raw) && $(VENV)/bin/python scripts/bench.py $(BENCH_ARGS) \
+		&& $(VENV)/bin/python scripts/bench_push.py $(BENCH_PUSH_ARGS)
 
 clean: down
 	rm -rf .data $(VENV)

@@ -129,7 +129,7 @@ class GatewayService:
         now = utcnow()
         window = self.config["push_rate_window_seconds"]
         current = int(now.timestamp()) // window
-        if self.storage.count_push_request(username, current) > self.config["push_rate_limit"]:
+        if not self.storage.admit_push_request(username, current, self.config["push_rate_limit"]):
             retry_after = max(1, math.ceil((current + 1) * window - now.timestamp()))
             raise TooManyRequests(f"Too many push requests; try again in {retry_after} seconds",
                                   retry_after=retry_after)

@@ -54,9 +54,16 @@ class GatewayStorage(Storage):
 
     # -- push login requests ---------------------------------------------------------
 
-    def count_push_request(self, username, window):
-        """Number this push request in the user's rate-limit window, exactly."""
-        return self.take_ticket("push_requests", f"{username}#{window}")
+    def admit_push_request(self, username, window, limit):
+        """True when this push request is within the user's `limit` for the window.
+
+        Numbered exactly by tickets; once the window is full the request is refused
+        with one lookup and no write, so a flood costs the flooder, not the database.
+        """
+        key = f"{username}#{window}"
+        if self.has_ticket("push_requests", key, limit):
+            return False
+        return self.take_ticket("push_requests", key) <= limit
 
     def add_login_request(self, request_id, username, number, browser_token, now, expires_at):
         self.db.login_requests.insert_one({

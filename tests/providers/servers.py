@@ -21,9 +21,17 @@ Both can be scripted per device token (`script(token, [{"status": 429, "reason":
 success), and record every request they get. The control endpoints live under
 `/__control/` on each server.
 
+A phone's push channel: `GET /__control/wait?token=<t>&timeout=<s>` blocks until a
+notification the server accepted (200) for that device token is there, then answers 200
+with its record (headers such as apns-collapse-id, payload / body, received_at); 204
+when `timeout` seconds (default 10, at most 60) pass first. Each accepted notification
+is handed out once, in order, also when it arrived before anyone waited, so a waiting
+client never misses one. It sleeps on an asyncio.Event per token: no polling.
+
 The test-side half (`make_tls`, `ProviderServers`) only needs `cryptography` and
 `requests`; hypercorn is imported by the server process alone.
 """
+import collections
 import datetime
 import json
 import os
@@ -185,6 +193,13 @@ class ProviderServers:
         records = self._call(which, "GET", "requests")
         return [record for record in records if kind is None or record["kind"] == kind]
 
+    def wait_for(self, which, token, timeout=5.0):
+        """The next accepted notification for `token` (its record), or None after `timeout` s."""
+        response = self._control.get(f"{self.url(which)}/__control/wait", params={"token": token, "timeout": timeout},
+                                     timeout=timeout + 5, verify=self.tls.ca)
+        response.raise_for_status()
+        return response.json() if response.status_code == 200 else None
+
 
 # --- server side: the ASGI apps ---------------------------------------------------------
 
@@ -199,6 +214,10 @@ class App:
         self.scripts = {}
         self.records = []
         self.options = {}
+        # Accepted notifications not yet handed to a waiting phone, and the events the
+        # waiters sleep on, per device token.
+        self.inboxes = collections.defaultdict(collections.deque)
+        self.arrivals = collections.defaultdict(_new_event)
 
     async def __call__(self, scope, receive, send):
         if scope["type"] == "lifespan":
@@ -216,7 +235,9 @@ class App:
             if not event.get("more_body"):
                 break
         request = Request(scope, body)
-        if request.path.startswith("/__control/"):
+        if request.path == "/__control/wait":
+            status, headers, payload = await self.wait(request)
+        elif request.path.startswith("/__control/"):
             status, headers, payload = self.control(request)
         else:
             status, headers, payload = await self.handle(request)
@@ -247,6 +268,39 @@ class App:
     def revoke(self):
         pass
 
+    def deliver(self, token, entry):
+        """An accepted notification reaches the device: wake whoever waits for `token`."""
+        self.inboxes[token].append(entry)
+        self.arrivals[token].set()
+
+    async def wait(self, request):
+        import asyncio
+
+        token = request.query.get("token")
+        if not token:
+            return 400, {}, {"error": "token is required"}
+        try:
+            timeout = min(max(float(request.query.get("timeout", 10)), 0.0), 60.0)
+        except ValueError:
+            return 400, {}, {"error": "timeout must be a number of seconds"}
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            inbox = self.inboxes.get(token)
+            if inbox:
+                return 200, {}, inbox.popleft()
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return 204, {}, None
+            # Cleared only while the inbox is empty, between awaits: deliver() appends
+            # before it sets, so no arrival can slip between the check and the sleep.
+            arrived = self.arrivals[token]
+            arrived.clear()
+            try:
+                await asyncio.wait_for(arrived.wait(), remaining)
+            except asyncio.TimeoutError:
+                pass
+
     def next_answer(self, token):
         answers = self.scripts.get(token)
         return answers.pop(0) if answers else None
@@ -259,10 +313,19 @@ class App:
         return entry
 
 
+def _new_event():
+    import asyncio
+    return asyncio.Event()
+
+
 class Request:
     def __init__(self, scope, body):
+        import urllib.parse
+
         self.method = scope["method"]
         self.path = scope["path"]
+        self.query = {key: values[0] for key, values in
+                      urllib.parse.parse_qs(scope.get("query_string", b"").decode("latin-1")).items()}
         self.http_version = scope["http_version"]
         self.scheme = scope["scheme"]
         self.client = list(scope.get("client") or ())
@@ -302,6 +365,8 @@ class ApnsApp(App):
 
         def answer(status, reason=None, **extra):
             entry["answer"] = {"status": status, "reason": reason}
+            if status == 200:
+                self.deliver(token, entry)
             headers = {"apns-id": apns_id, **extra.pop("headers", {})}
             if reason is None:
                 return status, headers, None
@@ -480,7 +545,9 @@ class FcmApp(App):
 
         def answer(status, payload, headers=None):
             entry["answer"] = {"status": status}
-            if status != 200:
+            if status == 200:
+                self.deliver(entry["token"], entry)
+            else:
                 error = payload["error"]
                 codes = [d.get("errorCode") for d in error.get("details", []) if d.get("@type") == FCM_ERROR_TYPE]
                 entry["answer"].update(status_text=error["status"], error_code=(codes or [None])[0])
