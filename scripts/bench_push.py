@@ -10,7 +10,8 @@ One login, as the user lives it:
   push     LoginRequested -> challenge -> APNs      (HTTP/2 + TLS to the local APNs server)
   phone    woken by its push channel (the local server's /__control/wait long poll),
            fetches its challenges (signed poll) and approves with the browser's number
-  browser  polls GET /api/login/push/{request_id} every --poll-interval until "approved"
+  browser  waits on GET /api/login/push/{request_id}?wait=--wait (a long poll) until
+           "approved"; with --wait 0 it polls every --poll-interval instead
 
 The latency is perf_counter from just before the POST to the poll answer that says
 approved, for --clients concurrent logins over --duration seconds (after --warmup
@@ -452,7 +453,7 @@ def phone_loop(channel, jobs, timeout):
     channel.close()
 
 
-def one_login(browser, user, phone_jobs, poll_interval, timeout):
+def one_login(browser, user, phone_jobs, poll_interval, timeout, wait=0):
     """POST /api/login/push, hand the number to the phone, poll until approved; a sample dict."""
     sample = {"started": time.perf_counter(), "outcome": None, "polls": 0}
     try:
@@ -464,7 +465,7 @@ def one_login(browser, user, phone_jobs, poll_interval, timeout):
     if status != 202:
         sample["outcome"] = f"push_request_{status}"
         return sample
-    status_path = f"{PUSH_PATH}/{body['request_id']}"
+    status_path = f"{PUSH_PATH}/{body['request_id']}" + (f"?wait={wait}" if wait else "")
     job = PhoneJob(user, body["number"])
     phone_jobs.put(job)
     deadline = sample["started"] + timeout
@@ -497,7 +498,7 @@ def one_login(browser, user, phone_jobs, poll_interval, timeout):
 
 # -- the scenario: --clients concurrent logins, each client a browser and its phone ----
 
-def run_round_trips(stack, users, clients, duration, warmup, poll_interval, timeout):
+def run_round_trips(stack, users, clients, duration, warmup, poll_interval, timeout, wait=0):
     """Samples of the logins started after the warmup, and how long the measured part took."""
     groups = [users[index::clients] for index in range(clients)]  # a user is in one login at a time
     samples = [[] for _ in range(clients)]
@@ -520,7 +521,7 @@ def run_round_trips(stack, users, clients, duration, warmup, poll_interval, time
                     break
                 user = live[turn % len(live)]
                 turn += 1
-                sample = one_login(browser, user, jobs, poll_interval, timeout)
+                sample = one_login(browser, user, jobs, poll_interval, timeout, wait)
                 if sample["outcome"] != "approved":
                     user.retired = True
                 samples[index].append(sample)
@@ -725,6 +726,8 @@ def parse_args(argv):
                         help="seconds run first and not counted (connections, JWT, caches)")
     parser.add_argument("--users-per-client", type=int, default=4,
                         help="users each client rotates over, so no user nears the push rate limit")
+    parser.add_argument("--wait", type=int, default=10,
+                        help="seconds the browser's status request waits for the answer (0: poll instead)")
     parser.add_argument("--poll-interval", type=float, default=0.005,
                         help="seconds between the browser's status polls")
     parser.add_argument("--timeout", type=float, default=10.0, help="seconds one login may take before it fails")
@@ -748,6 +751,7 @@ def main(argv=None):
         "machine": machine_facts(),
         "settings": {"clients": args.clients, "duration_s": args.duration, "warmup_s": args.warmup,
                      "users_per_client": args.users_per_client, "poll_interval_ms": args.poll_interval * 1000,
+                     "browser_wait_s": args.wait,
                      "timeout_s": args.timeout, "push_rate_limit": PUSH_RATE_LIMIT},
         "target": {"max_p99_ms": TARGET_P99_MS,
                    "note": "met when the p99 from POST /api/login/push to the browser seeing approved "
@@ -771,7 +775,7 @@ def main(argv=None):
                 raise RuntimeError(f"only {len(users)} users could be provisioned for {args.clients} clients: "
                                    f"{report['provisioning']['failed']}")
             samples, run = run_round_trips(stack, users, args.clients, args.duration, args.warmup,
-                                           args.poll_interval, args.timeout)
+                                           args.poll_interval, args.timeout, args.wait)
             scenario = scenario_report(samples, run, args)
             report["scenarios"].append(scenario)
             report["notes"] += notes_for(scenario, args.users_per_client)

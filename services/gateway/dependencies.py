@@ -1,5 +1,6 @@
 """DependencyProviders of the gateway."""
 import eventlet
+import eventlet.event
 import kombu
 from kombu.exceptions import OperationalError
 from nameko.constants import AMQP_URI_CONFIG_KEY
@@ -69,3 +70,34 @@ class BrokerCheck(DependencyProvider):
             return True
         except Exception:
             return False
+
+
+class LoginWaiters(DependencyProvider):
+    """Browsers of this process waiting (long poll) for their push login's answer.
+
+    Woken by the broadcast event handlers, which every gateway instance runs, so a
+    browser learns the outcome at once whichever instance it is waiting on.
+    """
+
+    def setup(self):
+        self.waiting = {}
+
+    def get_dependency(self, worker_ctx):
+        return self
+
+    def wait(self, request_id, seconds):
+        event = eventlet.event.Event()
+        self.waiting.setdefault(request_id, set()).add(event)
+        try:
+            with eventlet.Timeout(seconds, False):
+                event.wait()
+        finally:
+            waiters = self.waiting.get(request_id)
+            if waiters is not None:
+                waiters.discard(event)
+                if not waiters:
+                    del self.waiting[request_id]
+
+    def wake(self, request_id):
+        for event in self.waiting.pop(request_id, ()):
+            event.send(True)

@@ -4,13 +4,14 @@ import logging
 import math
 import re
 import secrets
+import time
 import uuid
 from datetime import timedelta
 from urllib.parse import urlencode
 
 import eventlet
 import segno
-from nameko.events import EventDispatcher
+from nameko.events import BROADCAST, EventDispatcher
 from nameko.timer import timer
 from werkzeug.wrappers import Response
 
@@ -23,7 +24,7 @@ from shared.errors import (
 from shared.mongo import MongoStorage
 from services.gateway import metrics, schemas
 from services.gateway.config import GatewaySettings
-from services.gateway.dependencies import BrokerCheck, ServiceRpc
+from services.gateway.dependencies import BrokerCheck, LoginWaiters, ServiceRpc
 from services.gateway.entrypoints import ROUTES, json_response, load_body, route
 from services.gateway.openapi import build_spec
 from services.gateway.storage import GatewayStorage, token_hash
@@ -48,6 +49,7 @@ class GatewayService:
     push = ServiceRpc("push")
     broker_reachable = BrokerCheck()
     dispatch = EventDispatcher()
+    waiters = LoginWaiters()
 
     # -- browser: code login and session -------------------------------------------
 
@@ -115,14 +117,16 @@ class GatewayService:
     @route("GET", "/api/login/push", "The saved username of this browser", "browser",
            responses={200: schemas.RememberedUser}, errors=(404, 503))
     def remembered_user(self, request):
-        remembered = self._push_ready_user(request)
+        remembered, _, _ = self._push_ready_user(request)
         return json_response({"username": remembered["username"]})
 
     @route("POST", "/api/login/push", "'Stuur PUSH': ask the user's phone to confirm this login", "browser",
            responses={202: schemas.PushRequestCreated}, errors=(403, 404, 423, 429, 503))
     def request_push(self, request):
-        username = self._push_ready_user(request, refuse_locked=True)["username"]
-        block = self.push.push_block(username)
+        remembered, state, block = self._push_ready_user(request, also_ask=self.push.push_block)
+        username = remembered["username"]
+        if state["locked"]:
+            raise Locked("This account is locked; push login is not possible now")
         if block["blocked"]:
             raise Forbidden("Push login is blocked for this account after a reported fraud attempt; "
                             "log in with a code or ask an administrator")
@@ -151,20 +155,22 @@ class GatewayService:
                          path=PUSH_COOKIE_PATH)
         return response
 
-    @route("GET", "/api/login/push/{request_id}", "The state of a push login; approved sets the session",
-           "browser", responses={200: schemas.PushRequestStatus}, errors=(404,))
+    @route("GET", "/api/login/push/{request_id}", "The state of a push login (`?wait=` seconds to wait for "
+           "the answer, at most 25); approved sets the session", "browser",
+           responses={200: schemas.PushRequestStatus}, errors=(400, 404))
     def push_status(self, request, request_id):
-        login_request = self.storage.find_login_request(request_id) if len(request_id) <= 64 else None
-        browser_token = request.cookies.get(PUSH_COOKIE)
-        # Someone else's request id looks exactly like an unknown one.
-        if (login_request is None or not browser_token or
-                not hmac.compare_digest(login_request["browser"], token_hash(browser_token))):
-            raise NotFound("No such login request for this browser")
-        now = utcnow()
-        status = login_request["status"]
-        if status == "pending" and login_request["expires_at"] <= now:
-            status = "expired"
+        wait = _wait_seconds(request)
+        login_request = self._bound_login_request(request, request_id)
+        status = _status_of(login_request)
+        deadline = time.monotonic() + wait
+        while status == "pending" and deadline > time.monotonic():
+            # Woken at once by the answer's broadcast; re-read every second regardless,
+            # so expiry and an answer handled by another instance are seen too.
+            self.waiters.wait(request_id, min(1.0, deadline - time.monotonic()))
+            login_request = self.storage.find_login_request(request_id)
+            status = _status_of(login_request)
         response = json_response({"status": status})
+        now = utcnow()
         if status == "approved" and self.storage.claim_session_for(request_id, now):
             token = self.storage.create_session(
                 login_request["username"], None, now, now + timedelta(seconds=self.config["session_ttl_seconds"]))
@@ -172,6 +178,15 @@ class GatewayService:
             self._delete_cookie(response, PUSH_COOKIE, path=PUSH_COOKIE_PATH)
             metrics.LOGINS.labels("push", "ok").inc()
         return response
+
+    def _bound_login_request(self, request, request_id):
+        login_request = self.storage.find_login_request(request_id) if len(request_id) <= 64 else None
+        browser_token = request.cookies.get(PUSH_COOKIE)
+        # Someone else's request id looks exactly like an unknown one.
+        if (login_request is None or not browser_token or
+                not hmac.compare_digest(login_request["browser"], token_hash(browser_token))):
+            raise NotFound("No such login request for this browser")
+        return login_request
 
     @events.handles(events.AccessConfirmed, requeue_on_error=True)
     def on_access_confirmed(self, payload):
@@ -185,27 +200,46 @@ class GatewayService:
     def on_login_expired(self, payload):
         self._settle(events.LoginExpired, payload, "expired")
 
-    def _settle(self, event_cls, payload, status):
+    # Every instance also hears the answers (broadcast, not durable), to wake its waiting
+    # browsers at once; the handlers above are the durable record.
+    @events.handles(events.AccessConfirmed, handler_type=BROADCAST, reliable_delivery=False)
+    def wake_on_access_confirmed(self, payload):
+        self._settle(events.AccessConfirmed, payload, "approved", wake=True)
+
+    @events.handles(events.AccessDenied, handler_type=BROADCAST, reliable_delivery=False)
+    def wake_on_access_denied(self, payload):
+        self._settle(events.AccessDenied, payload, "denied", wake=True)
+
+    @events.handles(events.LoginExpired, handler_type=BROADCAST, reliable_delivery=False)
+    def wake_on_login_expired(self, payload):
+        self._settle(events.LoginExpired, payload, "expired", wake=True)
+
+    def _settle(self, event_cls, payload, status, wake=False):
         try:
             event = events.parse_event(event_cls, payload)
         except events.ValidationError:
             log.error("dropping malformed %s event", event_cls.name)
             return
+        if wake and event["request_id"] not in self.waiters.waiting:
+            return  # nobody waits here: the durable handler records it
         self.storage.settle_login_request(event["request_id"], status, utcnow())
+        if wake:
+            self.waiters.wake(event["request_id"])
 
-    def _push_ready_user(self, request, refuse_locked=False):
-        """The browser's remembered user, if a push can reach them; the saved username
-        is forgotten when the user has no device left."""
+    def _push_ready_user(self, request, also_ask=None):
+        """(remembered, account state, answer of `also_ask`) for the browser's saved user,
+        if a push can reach them; the saved username is forgotten when the user has no
+        device left. otp and `also_ask` are independent, so they are asked at once."""
         remembered = self._remembered(request)
         if remembered is None:
             raise NotFound("This browser has no saved username")
-        state = self.otp.account_state(remembered["username"])
+        username = remembered["username"]
+        calls = [self.otp.account_state] + ([also_ask] if also_ask else [])
+        state, *also = eventlet.GreenPool(len(calls)).imap(lambda call: call(username), calls)
         if state["active_devices"] == 0:
             self.storage.forget(request.cookies[REMEMBER_COOKIE])
             raise NotFound("The saved user has no active device any more; log in with a code")
-        if refuse_locked and state["locked"]:
-            raise Locked("This account is locked; push login is not possible now")
-        return remembered
+        return remembered, state, (also[0] if also else None)
 
     # -- device (the OTP app) --------------------------------------------------------
 
@@ -361,3 +395,17 @@ def _answers(ping):
         return True
     except Exception:  # any failure means "not ready"; the reason is in that service's log
         return False
+
+
+def _wait_seconds(request):
+    raw = request.args.get("wait", "0")
+    if not raw.isdigit() or int(raw) > 25:
+        raise ValidationFailed("Invalid request", fields={"wait": ["must be a whole number of seconds, 0 to 25"]})
+    return int(raw)
+
+
+def _status_of(login_request):
+    status = login_request["status"]
+    if status == "pending" and login_request["expires_at"] <= utcnow():
+        return "expired"
+    return status

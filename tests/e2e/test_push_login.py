@@ -3,6 +3,7 @@ code login -> "Bewaar je gebruikersnaam" -> "Stuur PUSH" -> the device polls, fi
 browser's number among its choices, approves -> the browser gets the session.
 Then every refusal, with its status, and the login request staying as it should."""
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import requests
@@ -229,3 +230,33 @@ def test_a_device_poll_needs_a_fresh_signature_of_its_own_key(stack, make_user):
     assert refusal(lambda: call(stack.base_url, "POST", "/api/devices/dev_unknown/challenges",
                                 {"timestamp": int(time.time()), "signature": device.sign("x")})) \
         == (403, "forbidden")
+
+
+def test_a_browser_can_wait_for_the_answer_instead_of_polling(stack, make_user):
+    device = make_user()
+    browser = remembered_browser(stack, device)
+    request = send_push(stack, browser)
+    challenge = the_challenge(device, request)
+    url = f"{stack.base_url}/api/login/push/{request['request_id']}"
+
+    # Nobody answers within the wait: still pending, after about the time asked for.
+    started = time.monotonic()
+    assert browser.get(url, params={"wait": 1}, timeout=10).json() == {"status": "pending"}
+    assert 0.9 <= time.monotonic() - started < 3
+
+    with ThreadPoolExecutor(1) as pool:
+        waiting = pool.submit(lambda: browser.get(url, params={"wait": 10}, timeout=15))
+        time.sleep(0.3)
+        approved_at = time.monotonic()
+        answer_challenge(device, challenge, "approve", request["number"])
+        answer = waiting.result()
+    # Woken by the answer, not by the next second's re-read or the end of the wait.
+    # (The fallback re-read would come ~0.7 s after the approval.)
+    assert answer.json() == {"status": "approved"} and time.monotonic() - approved_at < 0.5
+    assert "mycepa_session=" in answer.headers["Set-Cookie"]
+    assert browser.get(f"{stack.base_url}/api/me", timeout=10).json() == {"username": device.username}
+
+    for bad in ("26", "-1", "1.5", "soon"):
+        refused = browser.get(url, params={"wait": bad}, timeout=10)
+        assert refused.status_code == 400 and refused.json()["fields"] == {
+            "wait": ["must be a whole number of seconds, 0 to 25"]}
