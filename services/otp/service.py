@@ -192,11 +192,8 @@ class OtpService:
     def account_state(self, username):
         """Whether a push login makes sense: the account is not locked and has a device."""
         username = load_args(UsernameArgs, username=username)["username"]
-        now = utcnow()
         lockout = self.storage.lockout(username)
-        locked = (self.storage.hard_locked(username, lockout, self.config.settings["hard_lock_failures"])
-                  or (lockout["locked_until"] or now) > now)
-        return {"username": username, "locked": locked,
+        return {"username": username, "locked": self._locked(username, lockout, utcnow()),
                 "active_devices": len(self.storage.authenticators_of(username))}
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
@@ -212,14 +209,17 @@ class OtpService:
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def unlock(self, username):
         username = load_args(UsernameArgs, username=username)["username"]
-        now = utcnow()
         lockout = self.storage.lockout(username)
-        was_locked = (self.storage.hard_locked(username, lockout, self.config.settings["hard_lock_failures"])
-                      or (lockout["locked_until"] or now) > now)
+        was_locked = self._locked(username, lockout, utcnow())
         self.storage.reset_lockout(username, lockout, force=True)
         if was_locked:
             events.dispatch_event(self.dispatch, events.AccountUnlocked, username=username, by="admin")
         return {"username": username, "was_locked": was_locked}
+
+    def _locked(self, username, lockout, now):
+        """Hard-locked, or inside a temporary lock."""
+        return (self.storage.hard_locked(username, lockout, self.config.settings["hard_lock_failures"])
+                or (lockout["locked_until"] or now) > now)
 
     @timer(interval=300)
     def purge_expired(self):
