@@ -1,34 +1,52 @@
 """The guided demo of `make run`: the guide "Inloggen op MyCepa met de OTP-app", step by step.
 
-Talks to the running stack only through its public HTTP API, as the admin and as the
-OTP app (clients/device.py) would. Non-interactive; prints what happens at each step.
+Talks to the running stack only through its public interfaces: the HTTP API as the admin
+and the browser, and the reference OTP app `mycepa-app` (run as a command, with its
+keystore in .data/demo-app) as the phone. Non-interactive; prints each step.
 """
 import http.cookiejar
 import json
 import os
 import secrets
+import subprocess
 import sys
 import time
 import urllib.request
+from pathlib import Path
 
 import segno
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from clients.device import (  # noqa: E402
-    Device, GatewayError, answer_challenge, call, create_activation, pending_challenges,
-)
+from clients.device import Device, GatewayError, call, create_activation  # noqa: E402
 
 BASE_URL = "http://" + os.environ.get("GATEWAY_BIND", "127.0.0.1:8000")
 ADMIN_TOKEN = os.environ["MYCEPA_ADMIN_TOKEN"]
 DEMO_USER = os.environ.get("DEMO_USERNAME", "W1234567")
+ROOT = Path(__file__).resolve().parent.parent
+# The demo phone: the reference app with its own keystore, so a person can go on using it.
+APP_HOME = ROOT / ".data" / "demo-app"
+APP_PIN = "2468"
 STEPS = 10
 BOLD, DIM, GREEN, RED, RESET = ("\033[1m", "\033[2m", "\033[32m", "\033[31m", "\033[0m") if sys.stdout.isatty() \
     else ("", "", "", "", "")
 
 
 def step(number, title):
-    print(f"\n{BOLD}[{number}/{STEPS}] {title}{RESET}")
+    bar = "■" * number + "□" * (STEPS - number)
+    print(f"\n{BOLD}{bar} {number}/{STEPS}  {title}{RESET}")
+
+
+def app(*arguments):
+    """Run the reference OTP app as a person would, PIN given for the demo; its output."""
+    finished = subprocess.run([sys.executable, "-m", "clients.app", *arguments], cwd=ROOT, capture_output=True,
+                              text=True, timeout=60,
+                              env={**os.environ, "MYCEPA_APP_HOME": str(APP_HOME), "MYCEPA_APP_PIN": APP_PIN})
+    if finished.returncode != 0:
+        print(f"{RED}mycepa-app {' '.join(arguments)} failed: {finished.stderr.strip() or finished.stdout.strip()}"
+              f"{RESET}")
+        sys.exit(1)
+    return finished.stdout
 
 
 def show(label, value):
@@ -78,17 +96,19 @@ def main():
     print("  the same as a QR code, to scan with the OTP app:")
     segno.make(activation["activation_uri"], error="m").terminal(compact=True, border=2)
 
-    step(3, "De OTP-app activeren: the app registers its EC P-256 key and receives its secret")
-    device = Device.new(BASE_URL)
-    activated = device.activate(activation["activation_code"], device_name="Demo phone")
-    show("device", activated["device_id"])
-    show("codes", f"{activated['otp']['digits']} digits every {activated['otp']['period']} s "
-                  f"({activated['otp']['algorithm']}); the secret stays on the phone and, encrypted, in otp")
+    step(3, "De OTP-app activeren: mycepa-app registers its EC P-256 key and receives its secret")
+    replaced = _replace_demo_phone(admin)
+    if replaced:
+        show("earlier demo phone", f"{replaced} revoked (this run activates a new one)")
+    show("$ mycepa-app activate", "'<activation URI>' --name 'Demo phone'   (PIN-sealed keystore in .data/demo-app)")
+    for line in app("activate", activation["activation_uri"], "--name", "Demo phone", "--force").splitlines():
+        if line.strip():
+            print(f"    {line}")
 
     step(4, "Inloggen: werkboeknummer + the 10-digit code the app shows")
     browser = Browser()
-    code = device.code()
-    show("code on the phone", code)
+    code = app("code", "--plain").strip()
+    show("$ mycepa-app code", code)
     status, body, headers = browser.request("POST", "/api/login", {"username": DEMO_USER, "password": code})
     show("POST /api/login", f"{status} {body}")
     cookie = headers.get("Set-Cookie", "")
@@ -146,20 +166,16 @@ def main():
               f"run it again in {headers.get('Retry-After', '?')} s, or with DEMO_USERNAME=W7654321{RESET}")
         sys.exit(1)
     outcome(status == 202, f"the browser shows the number {pushed['number']}")
-    challenge = None
-    for _ in range(50):
-        found = [c for c in pending_challenges(device) if pushed["number"] in c["number_choices"]]
-        if found:
-            challenge = found[0]
-            break
-        time.sleep(0.1)
-    outcome(challenge is not None, "the phone received the login request")
-    show("the phone shows", f"{challenge['username']} from {challenge['context']['ip']}, "
-                            f"pick one of {', '.join(challenge['number_choices'])}")
+    show("$ mycepa-app inbox", "")
+    for line in app("inbox", "--wait", "10").splitlines():
+        if line.strip():
+            print(f"    {line}")
 
-    step(10, "Bevestig toegang: the user picks the browser's number and confirms with Face ID / PIN")
-    answer = answer_challenge(device, challenge, "approve", pushed["number"])
-    show("POST /api/push/challenges/…/response", answer)
+    step(10, "Bevestig toegang: the user picks the browser's number and unlocks with the PIN")
+    show(f"$ mycepa-app approve --number {pushed['number']}", "")
+    for line in app("approve", "--number", pushed["number"], "--wait", "10").splitlines():
+        if line.strip():
+            print(f"    {line}")
     for _ in range(50):
         status, body, _ = browser.request("GET", f"/api/login/push/{pushed['request_id']}")
         if body.get("status") != "pending":
@@ -171,11 +187,29 @@ def main():
     outcome(body.get("status") == "approved" and status == 200, "logged in with push")
 
     _, devices = call(BASE_URL, "GET", f"/api/admin/users/{DEMO_USER}/devices", headers=admin)
-    print(f"\n{BOLD}The stack keeps running.{RESET}")
+    print(f"\n{BOLD}The stack keeps running. Try it yourself:{RESET}")
+    print(f"  login page       {BASE_URL}/")
+    active = sum(device["status"] == "active" for device in devices["devices"])
+    print(f"  demo user        {DEMO_USER} ({active} active device(s)); the demo phone's PIN is {APP_PIN}")
+    print("  the phone        export MYCEPA_APP_HOME=.data/demo-app")
+    print("                   .venv/bin/mycepa-app code      # the 10-digit code for the page")
+    print("                   .venv/bin/mycepa-app watch     # then press Stuur PUSH on the page")
+    print("  admin            .venv/bin/mycepa-admin --env-file .data/mycepa.env activation create W7654321")
     print(f"  API and docs     {BASE_URL}/openapi.json   health {BASE_URL}/readyz   metrics {BASE_URL}/metrics")
-    print(f"  demo user        {DEMO_USER} with {len(devices['devices'])} device(s)")
-    print("  admin token      in .data/mycepa.env (MYCEPA_ADMIN_TOKEN)")
     print("  logs             .data/logs/   stop everything with: make down")
+
+
+def _replace_demo_phone(admin):
+    """Revoke the device of an earlier run's demo phone, so reruns do not pile devices up."""
+    for line in app("info").splitlines() if (APP_HOME / "default.json").exists() else ():
+        label, _, value = line.partition(":")
+        if label.strip() == "Device id":
+            try:
+                call(BASE_URL, "DELETE", f"/api/admin/devices/{value.strip()}", headers=admin)
+                return value.strip()
+            except GatewayError:
+                return None  # already revoked, or of another stack
+    return None
 
 
 if __name__ == "__main__":
