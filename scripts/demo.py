@@ -22,7 +22,9 @@ from clients.device import Device, GatewayError, call, create_activation  # noqa
 
 BASE_URL = "http://" + os.environ.get("GATEWAY_BIND", "127.0.0.1:8000")
 ADMIN_TOKEN = os.environ["MYCEPA_ADMIN_TOKEN"]
-DEMO_USER = os.environ.get("DEMO_USERNAME", "W1234567")
+# A fresh werkboeknummer each run: reruns start clean (no push rate limit carried over),
+# and the end of the tour names the user and the phone to go on with.
+DEMO_USER = os.environ.get("DEMO_USERNAME") or f"W{secrets.randbelow(9 * 10**6) + 10**6}"
 ROOT = Path(__file__).resolve().parent.parent
 # The demo phone: the reference app with its own keystore, so a person can go on using it.
 APP_HOME = ROOT / ".data" / "demo-app"
@@ -162,8 +164,8 @@ def main():
     show("POST /api/login/push", f"{status} {pushed}")
     if status == 429:
         # The push-bombing limit counts the demo's earlier runs too.
-        print(f"  {DIM}{DEMO_USER} asked for push 3 times in 5 minutes (earlier runs of this demo): "
-              f"run it again in {headers.get('Retry-After', '?')} s, or with DEMO_USERNAME=W7654321{RESET}")
+        print(f"  {DIM}{DEMO_USER} asked for push 3 times in 5 minutes (earlier runs with DEMO_USERNAME): "
+              f"run it again in {headers.get('Retry-After', '?')} s, or with another DEMO_USERNAME{RESET}")
         sys.exit(1)
     outcome(status == 202, f"the browser shows the number {pushed['number']}")
     show("$ mycepa-app inbox", "")
