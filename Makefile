@@ -26,6 +26,7 @@ run: up
 
 test: $(STAMP)
 	@scripts/infra.sh up
+	@scripts/install-browser.sh
 	@$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
 
 # Two JSON reports: login throughput (bench.py), then the push round trip through the

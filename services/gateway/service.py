@@ -22,7 +22,7 @@ from shared.errors import (
     Forbidden, InvalidCredentials, Locked, NotFound, TooManyRequests, Unauthenticated, ValidationFailed,
 )
 from shared.mongo import MongoStorage
-from services.gateway import metrics, schemas
+from services.gateway import metrics, schemas, webpage
 from services.gateway.config import GatewaySettings
 from services.gateway.dependencies import BrokerCheck, LoginWaiters, ServiceRpc
 from services.gateway.entrypoints import ROUTES, json_response, load_body, route
@@ -50,6 +50,21 @@ class GatewayService:
     broker_reachable = BrokerCheck()
     dispatch = EventDispatcher()
     waiters = LoginWaiters()
+
+    # -- the login page --------------------------------------------------------------
+
+    @route("GET", "/", "The login page (its script, style and icon come from /static/)", "browser",
+           responses={200: None}, content_type="text/html")
+    def login_page(self, request):
+        return webpage.page_response(request)
+
+    @route("GET", "/static/{name}", "A file of the login page, from a fixed list", "browser",
+           responses={200: None}, errors=(404,), content_type="*/*")
+    def static_file(self, request, name):
+        asset = webpage.ASSETS.get(name)
+        if asset is None:
+            raise NotFound("No such file")
+        return webpage.asset_response(request, asset)
 
     # -- browser: code login and session -------------------------------------------
 
