@@ -12,7 +12,6 @@ import os
 import sys
 import urllib.error
 import urllib.parse
-from contextlib import contextmanager
 from pathlib import Path
 
 import click

@@ -27,7 +27,7 @@ from datetime import datetime, timezone
 
 import click
 import pyotp
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from clients import keystore
