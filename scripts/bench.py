@@ -669,16 +669,21 @@ def main(argv=None):
             "cpu.other_processes_cores): the figures are depressed")
     report["all_targets_met"] = bool(report["scenarios"]) and all(s.get("target_met") for s in report["scenarios"])
 
+    emit_report(report, args.output, "bench")
+    return 0
+
+
+def emit_report(report, output, tag):
+    """The JSON report on stdout and in the file `output` (kept for the README figures)."""
     text = json.dumps(report, indent=2)
     print(text)
     try:
-        output = Path(args.output)
-        output.parent.mkdir(parents=True, exist_ok=True)
-        output.write_text(text + "\n")
-        print(f"[bench] report written to {output}", file=sys.stderr)
+        path = Path(output)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text + "\n")
+        print(f"[{tag}] report written to {path}", file=sys.stderr)
     except OSError as error:
-        print(f"[bench] could not write {args.output}: {error}", file=sys.stderr)
-    return 0
+        print(f"[{tag}] could not write {output}: {error}", file=sys.stderr)
 
 
 if __name__ == "__main__":

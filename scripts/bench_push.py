@@ -55,7 +55,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench import Progress, loadavg, machine_facts, ms, percentile  # noqa: E402  (scripts/bench.py)
+from bench import Progress, emit_report, loadavg, machine_facts, ms, percentile  # noqa: E402  (scripts/bench.py)
 from clients.device import (  # noqa: E402
     Device, GatewayError, answer_challenge, create_activation, pending_challenges,
 )
@@ -789,15 +789,7 @@ def main(argv=None):
             stack.stop()
     report["machine"]["loadavg_end"] = loadavg()
     report["all_targets_met"] = bool(report["scenarios"]) and all(s["target_met"] for s in report["scenarios"])
-    text = json.dumps(report, indent=2)
-    print(text)
-    try:
-        output = Path(args.output)
-        output.parent.mkdir(parents=True, exist_ok=True)
-        output.write_text(text + "\n")
-        print(f"[bench_push] report written to {output}", file=sys.stderr)
-    except OSError as error:
-        print(f"[bench_push] could not write {args.output}: {error}", file=sys.stderr)
+    emit_report(report, args.output, "bench_push")
     return status
 
 

@@ -96,12 +96,7 @@ class GatewayService:
     @route("POST", "/api/logout", "Log out: the session is revoked", "browser", responses={204: None},
            auth="session")
     def logout(self, request):
-        token = request.cookies.get(SESSION_COOKIE)
-        if token:
-            self.storage.delete_session(token)
-        response = Response(status=204)
-        self._delete_cookie(response, SESSION_COOKIE)
-        return response
+        return self._revoke_cookie(request, SESSION_COOKIE, self.storage.delete_session)
 
     # -- browser: "Bewaar je gebruikersnaam" and push login ----------------------------
 
@@ -122,12 +117,7 @@ class GatewayService:
     @route("DELETE", "/api/remember", "'Andere gebruiker': forget the saved username", "browser",
            responses={204: None})
     def forget(self, request):
-        token = request.cookies.get(REMEMBER_COOKIE)
-        if token:
-            self.storage.forget(token)
-        response = Response(status=204)
-        self._delete_cookie(response, REMEMBER_COOKIE)
-        return response
+        return self._revoke_cookie(request, REMEMBER_COOKIE, self.storage.forget)
 
     @route("GET", "/api/login/push", "The saved username of this browser", "browser",
            responses={200: schemas.RememberedUser}, errors=(404, 503))
@@ -380,6 +370,15 @@ class GatewayService:
     def _set_cookie(self, response, name, value, max_age, path="/"):
         response.set_cookie(name, value, max_age=max_age, path=path, httponly=True, samesite="Strict",
                             secure=self._secure_cookies)
+
+    def _revoke_cookie(self, request, name, revoke):
+        """204 that clears cookie `name`, after revoking its token server-side."""
+        token = request.cookies.get(name)
+        if token:
+            revoke(token)
+        response = Response(status=204)
+        self._delete_cookie(response, name)
+        return response
 
     def _delete_cookie(self, response, name, path="/"):
         response.delete_cookie(name, path=path, samesite="Strict", httponly=True, secure=self._secure_cookies)
