@@ -138,6 +138,9 @@ down() {
   if [ -f "$RUN/rabbitmq.pid" ]; then
     rabbit_env /usr/lib/rabbitmq/bin/rabbitmqctl -q stop >/dev/null 2>&1 || true
     stop_pid rabbitmq
+    # The node started Erlang's port mapper as a daemon; it refuses to die while any
+    # other Erlang node is registered, so this only ends what our broker left behind.
+    command -v epmd >/dev/null && ERL_EPMD_ADDRESS=127.0.0.1 epmd -kill >/dev/null 2>&1 || true
     say "RabbitMQ: stopped"
   fi
   if [ -f "$RUN/ferretdb.pid" ]; then stop_pid ferretdb; say "FerretDB: stopped"; fi
