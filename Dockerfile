@@ -10,4 +10,4 @@ COPY config ./config
 RUN pip install --no-cache-dir . && useradd --system --uid 10001 mycepa
 USER mycepa
 ENV SERVICE=gateway GATEWAY_BIND=0.0.0.0:8000
-CMD ["sh", "-c", "exec nameko run --config config/nameko.yaml services.${SERVICE}.service"]
+CMD ["sh", "-c", "exec python -m shared.run --config config/nameko.yaml services.${SERVICE}.service"]

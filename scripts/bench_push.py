@@ -172,7 +172,7 @@ class BenchStack:
         for name in self.SERVICES:
             with open(self.log_dir / f"{name}.log", "wb") as log:
                 self.processes[name] = subprocess.Popen(
-                    [sys.executable, "-m", "nameko", "run", "--config", "config/nameko.yaml", f"services.{name}.service"],
+                    [sys.executable, "-m", "shared.run", "--config", "config/nameko.yaml", f"services.{name}.service"],
                     cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
         self.wait_ready()
 

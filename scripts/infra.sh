@@ -3,16 +3,23 @@
 # (MongoDB wire protocol, SQLite backend). Idempotent: a server already answering is kept.
 # With AMQP_URI / MONGO_URL set, those servers are used and nothing is started here.
 #   scripts/infra.sh up | down | status
+#   scripts/infra.sh start|stop rabbitmq|mongo     one server (fault injection: make chaos)
+# A second, private pair (the fault tests, make chaos) runs beside the first with its own
+# MYCEPA_DATA, RABBIT_PORT, RABBIT_MGMT_PORT, RABBIT_DIST_PORT, RABBITMQ_NODENAME, MONGO_PORT.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
-DATA=$ROOT/.data
+DATA=${MYCEPA_DATA:-$ROOT/.data}
 LOGS=$DATA/logs
 RUN=$DATA/run
 FERRETDB_VERSION=v1.24.2
 FERRETDB_BIN=$ROOT/.cache/bin/ferretdb-$FERRETDB_VERSION-idfix
 RABBIT_HOME=$DATA/rabbitmq
-export RABBITMQ_NODENAME=mycepa@localhost
+RABBIT_PORT=${RABBIT_PORT:-5672}
+RABBIT_MGMT_PORT=${RABBIT_MGMT_PORT:-15672}
+RABBIT_DIST_PORT=${RABBIT_DIST_PORT:-25672}
+MONGO_PORT=${MONGO_PORT:-27017}
+export RABBITMQ_NODENAME=${RABBITMQ_NODENAME:-mycepa@localhost}
 mkdir -p "$LOGS" "$RUN"
 
 say() { printf '[infra] %s\n' "$*"; }
@@ -23,7 +30,8 @@ rabbit_env() {
     RABBITMQ_MNESIA_BASE="$RABBIT_HOME/mnesia" RABBITMQ_LOG_BASE="$LOGS" \
     RABBITMQ_CONFIG_FILE="$RABBIT_HOME/rabbitmq.conf" \
     RABBITMQ_ENABLED_PLUGINS_FILE="$RABBIT_HOME/enabled_plugins" \
-    RABBITMQ_DIST_PORT=25672 ERL_EPMD_ADDRESS=127.0.0.1 \
+    RABBITMQ_PID_FILE="$RUN/rabbitmq.pid" \
+    RABBITMQ_DIST_PORT="$RABBIT_DIST_PORT" ERL_EPMD_ADDRESS=127.0.0.1 \
     RABBITMQ_SERVER_START_ARGS="-kernel inet_dist_use_interface {127,0,0,1}" "$@"
 }
 
@@ -42,13 +50,13 @@ install_rabbitmq() {
 
 rabbit_up() {
   if [ -n "${AMQP_URI:-}" ]; then say "RabbitMQ: using AMQP_URI"; return; fi
-  if listening 5672; then say "RabbitMQ: already answering on 127.0.0.1:5672"; return; fi
+  if listening "$RABBIT_PORT"; then say "RabbitMQ: already answering on 127.0.0.1:$RABBIT_PORT"; return; fi
   install_rabbitmq
   mkdir -p "$RABBIT_HOME"
   cat > "$RABBIT_HOME/rabbitmq.conf" <<CONF
-listeners.tcp.1 = 127.0.0.1:5672
+listeners.tcp.1 = 127.0.0.1:$RABBIT_PORT
 management.tcp.ip = 127.0.0.1
-management.tcp.port = 15672
+management.tcp.port = $RABBIT_MGMT_PORT
 CONF
   # The management API is what nameko's test fixtures use to make a vhost per test.
   echo "[rabbitmq_management]." > "$RABBIT_HOME/enabled_plugins"
@@ -57,23 +65,25 @@ CONF
     (umask 077; head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$RABBIT_HOME/.erlang.cookie")
     chmod 400 "$RABBIT_HOME/.erlang.cookie"
   fi
-  say "starting RabbitMQ (logs: .data/logs/rabbitmq.out)..."
+  say "starting RabbitMQ (logs: ${LOGS#$ROOT/}/rabbitmq.out)..."
+  # The node writes its own pid (the Erlang VM's, not this shell's) to RABBITMQ_PID_FILE.
+  rm -f "$RUN/rabbitmq.pid"
   rabbit_env nohup /usr/lib/rabbitmq/bin/rabbitmq-server > "$LOGS/rabbitmq.out" 2>&1 &
-  echo $! > "$RUN/rabbitmq.pid"
+  local launcher=$!
   # await_startup fails at once until the node has registered with epmd: retry while it lives.
   local started=""
   for _ in $(seq 1 90); do
     if rabbit_env /usr/lib/rabbitmq/bin/rabbitmqctl -q await_startup --timeout 60 >/dev/null 2>&1; then
       started=yes; break
     fi
-    kill -0 "$(cat "$RUN/rabbitmq.pid")" 2>/dev/null || break
+    kill -0 "$launcher" 2>/dev/null || break
     sleep 1
   done
   if [ -z "$started" ]; then
     say "RabbitMQ did not start; see .data/logs/rabbitmq.out"; tail -20 "$LOGS/rabbitmq.out" || true; exit 1
   fi
-  for _ in $(seq 1 60); do listening 15672 && break; sleep 0.5; done
-  say "RabbitMQ: up on 127.0.0.1:5672 (management 127.0.0.1:15672)"
+  for _ in $(seq 1 60); do listening "$RABBIT_MGMT_PORT" && break; sleep 0.5; done
+  say "RabbitMQ: up on 127.0.0.1:$RABBIT_PORT (management 127.0.0.1:$RABBIT_MGMT_PORT)"
 }
 
 build_ferretdb() {
@@ -110,16 +120,16 @@ PY
 
 ferret_up() {
   if [ -n "${MONGO_URL:-}" ]; then say "MongoDB: using MONGO_URL"; return; fi
-  if listening 27017; then say "MongoDB wire server: already answering on 127.0.0.1:27017"; return; fi
+  if listening "$MONGO_PORT"; then say "MongoDB wire server: already answering on 127.0.0.1:$MONGO_PORT"; return; fi
   build_ferretdb
   mkdir -p "$DATA/ferretdb"
   nohup "$FERRETDB_BIN" --handler=sqlite --sqlite-url="file:$DATA/ferretdb/" --state-dir="$DATA/ferretdb" \
-    --listen-addr=127.0.0.1:27017 --debug-addr=127.0.0.1:0 --telemetry=disable --log-level=WARN \
-    > "$LOGS/ferretdb.log" 2>&1 &
+    --listen-addr="127.0.0.1:$MONGO_PORT" --debug-addr=127.0.0.1:0 --telemetry=disable --log-level=WARN \
+    >> "$LOGS/ferretdb.log" 2>&1 &
   echo $! > "$RUN/ferretdb.pid"
-  for _ in $(seq 1 100); do listening 27017 && break; sleep 0.1; done
-  listening 27017 || { say "FerretDB did not start; see .data/logs/ferretdb.log"; exit 1; }
-  say "FerretDB $FERRETDB_VERSION: up on 127.0.0.1:27017 (data: .data/ferretdb)"
+  for _ in $(seq 1 100); do listening "$MONGO_PORT" && break; sleep 0.1; done
+  listening "$MONGO_PORT" || { say "FerretDB did not start; see ${LOGS#$ROOT/}/ferretdb.log"; exit 1; }
+  say "FerretDB $FERRETDB_VERSION: up on 127.0.0.1:$MONGO_PORT (data: ${DATA#$ROOT/}/ferretdb)"
 }
 
 stop_pid() {  # stop_pid NAME: the process we started, by its pid file
@@ -128,30 +138,47 @@ stop_pid() {  # stop_pid NAME: the process we started, by its pid file
   local pid; pid=$(cat "$file")
   if kill -0 "$pid" 2>/dev/null; then
     kill "$pid" 2>/dev/null || true
-    for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    for _ in $(seq 1 300); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
     kill -9 "$pid" 2>/dev/null || true
   fi
   rm -f "$file"
 }
 
-down() {
-  if [ -f "$RUN/rabbitmq.pid" ]; then
-    rabbit_env /usr/lib/rabbitmq/bin/rabbitmqctl -q stop >/dev/null 2>&1 || true
-    stop_pid rabbitmq
-    # The node started Erlang's port mapper as a daemon; it refuses to die while any
-    # other Erlang node is registered, so this only ends what our broker left behind.
-    command -v epmd >/dev/null && ERL_EPMD_ADDRESS=127.0.0.1 epmd -kill >/dev/null 2>&1 || true
-    say "RabbitMQ: stopped"
-  fi
+rabbit_down() {
+  [ -f "$RUN/rabbitmq.pid" ] || return 0
+  # SIGTERM to the node's own pid is a clean shutdown; stop_pid waits for it to end.
+  stop_pid rabbitmq
+  say "RabbitMQ: stopped"
+}
+
+ferret_down() {
   if [ -f "$RUN/ferretdb.pid" ]; then stop_pid ferretdb; say "FerretDB: stopped"; fi
+}
+
+down() {
+  local ours=""; [ -f "$RUN/rabbitmq.pid" ] && ours=yes
+  rabbit_down
+  # The node started Erlang's port mapper as a daemon; it refuses to die while any
+  # other Erlang node is registered, so this only ends what our broker left behind.
+  if [ -n "$ours" ] && command -v epmd >/dev/null; then ERL_EPMD_ADDRESS=127.0.0.1 epmd -kill >/dev/null 2>&1 || true; fi
+  ferret_down
+}
+
+server() {  # server start|stop rabbitmq|mongo
+  case "$1:${2:-}" in
+    start:rabbitmq) rabbit_up ;; stop:rabbitmq) rabbit_down ;;
+    start:mongo) ferret_up ;; stop:mongo) ferret_down ;;
+    *) echo "usage: $0 start|stop rabbitmq|mongo" >&2; exit 2 ;;
+  esac
 }
 
 case "${1:-}" in
   up) rabbit_up; ferret_up ;;
   down) down ;;
+  start|stop) server "$1" "${2:-}" ;;
   status)
-    listening 5672 && say "RabbitMQ: answering" || say "RabbitMQ: down"
-    listening 27017 && say "MongoDB wire server: answering" || say "MongoDB wire server: down" ;;
+    listening "$RABBIT_PORT" && say "RabbitMQ: answering" || say "RabbitMQ: down"
+    listening "$MONGO_PORT" && say "MongoDB wire server: answering" || say "MongoDB wire server: down" ;;
   build-ferretdb) build_ferretdb ;;
-  *) echo "usage: $0 up|down|status|build-ferretdb" >&2; exit 2 ;;
+  *) echo "usage: $0 up|down|status|start|stop|build-ferretdb" >&2; exit 2 ;;
 esac

@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
-# The three services as background `nameko run` processes, on top of scripts/infra.sh.
+# The three services as background processes (`python -m shared.run`, nameko's runner with
+# a bounded graceful stop), on top of scripts/infra.sh.
 #   scripts/stack.sh up     infrastructure + otp, push, gateway; returns once /readyz is 200
 #   scripts/stack.sh down   stops the services and the infrastructure this project started
 #   scripts/stack.sh env    prints the settings the services run with (secrets masked)
 # Scale a service with OTP_INSTANCES=3 (likewise PUSH_INSTANCES; GATEWAY_INSTANCES needs
-# distinct ports and is left to docker compose).
+# distinct ports and is left to docker compose). MYCEPA_DATA moves the whole stack's
+# state (pid files, logs, secrets) elsewhere, for a second stack beside this one.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
-DATA=$ROOT/.data
+DATA=${MYCEPA_DATA:-$ROOT/.data}
 RUN=$DATA/run
 LOGS=$DATA/logs
 VENV=${VENV:-$ROOT/.venv}
@@ -37,11 +39,18 @@ load_env() {
   export PYTHONUNBUFFERED=1
 }
 
+alive() { [ -f "$1" ] && kill -0 "$(cat "$1" 2>/dev/null)" 2>/dev/null; }
+
 start_service() {  # start_service NAME INDEX
   local name=$1 index=$2 pidfile="$RUN/$1-$2.pid"
-  if [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then return; fi
-  nohup "$VENV/bin/nameko" run --config config/nameko.yaml "services.$name.service" \
-    >> "$LOGS/$name-$index.log" 2>&1 &
+  if alive "$pidfile"; then return; fi
+  # An instance that is still finishing its work after SIGTERM has given up its pid file
+  # (shared/run.py) and its listening socket: its successor starts now, beside it.
+  if alive "$pidfile.stopping"; then
+    say "$name-$index (pid $(cat "$pidfile.stopping")) is still stopping; starting its successor"
+  fi
+  nohup "$VENV/bin/python" -m shared.run --config config/nameko.yaml --pidfile "$pidfile" \
+    "services.$name.service" >> "$LOGS/$name-$index.log" 2>&1 &
   echo $! > "$pidfile"
 }
 
@@ -53,7 +62,7 @@ import sys, urllib.request
 sys.exit(0 if urllib.request.urlopen(sys.argv[1], timeout=3).status == 200 else 1)
 PY
     then say "ready: $url"; return 0; fi
-    for pidfile in "$RUN"/*-[0-9]*.pid; do
+    for pidfile in "$RUN"/{otp,push,gateway}-[0-9]*.pid; do
       [ -f "$pidfile" ] || continue
       if ! kill -0 "$(cat "$pidfile")" 2>/dev/null; then
         local log; log="$LOGS/$(basename "$pidfile" .pid).log"
@@ -65,19 +74,19 @@ PY
   say "the stack did not become ready within 60 s; logs are in .data/logs/"; exit 1
 }
 
-stop_services() {
-  local pidfile pid
-  for pidfile in "$RUN"/gateway-*.pid "$RUN"/otp-*.pid "$RUN"/push-*.pid; do
+stop_services() {  # SIGTERM to all, then wait: each finishes its work (at most 10 s) at once
+  local pidfile pid pids=()
+  for pidfile in "$RUN"/gateway-*.pid* "$RUN"/otp-*.pid* "$RUN"/push-*.pid*; do
     [ -f "$pidfile" ] || continue
     pid=$(cat "$pidfile")
-    if kill -0 "$pid" 2>/dev/null; then
-      kill "$pid" 2>/dev/null || true
-      for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-      kill -9 "$pid" 2>/dev/null || true
-      say "stopped $(basename "$pidfile" .pid)"
-    fi
-    rm -f "$pidfile"
+    if kill -0 "$pid" 2>/dev/null; then kill "$pid" 2>/dev/null || true; pids+=("$pid"); fi
   done
+  for pid in "${pids[@]}"; do
+    for _ in $(seq 1 120); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$pid" 2>/dev/null && say "pid $pid did not stop within 12 s: killed" || true
+  done
+  [ ${#pids[@]} -eq 0 ] || say "stopped ${#pids[@]} service process(es)"
+  rm -f "$RUN"/gateway-*.pid* "$RUN"/otp-*.pid* "$RUN"/push-*.pid*
 }
 
 case "${1:-}" in

@@ -47,6 +47,10 @@ class MongoSettings(Settings):
     # Lets several stacks (dev, tests, bench) share one server without sharing data.
     mongo_db_prefix = fields.String(data_key="MONGO_DB_PREFIX", load_default="mycepa_",
                                     validate=validate.Regexp(r"^[a-z0-9_]{0,40}$"))
+    # The longest any database operation may take (pymongo's operation timeout); inside
+    # an RPC the caller's deadline shortens it.
+    mongo_timeout_seconds = fields.Float(data_key="MONGO_TIMEOUT_SECONDS", load_default=5.0,
+                                         validate=validate.Range(min=0.5, max=60))
 
 
 def load_settings(schema_cls, environ=None):
@@ -81,7 +85,7 @@ def _flatten(messages):
 
 class SettingsProvider(DependencyProvider):
     """A service's validated settings, loaded when its container starts: an incomplete
-    environment stops `nameko run` with the settings' own message before any work."""
+    environment stops the service with the settings' own message before any work."""
 
     def __init__(self, schema_cls):
         self.schema_cls = schema_cls

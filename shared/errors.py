@@ -44,3 +44,25 @@ Unavailable = _error("Unavailable", 503, "unavailable")
 
 # Errors an RPC entrypoint may raise on purpose; nameko logs anything else as a crash.
 EXPECTED_ERRORS = (MycepaError,)
+
+
+def unavailable_from(error):
+    """An Unavailable for an error that means a dependency (RabbitMQ, the database) is
+    down or too slow, else None. One place decides what counts as "down", for every
+    service: such a failure is a 503 for the caller, never a 500."""
+    # Imported here: shared/errors.py is also imported by code that needs neither driver.
+    from kombu.exceptions import OperationalError
+    from nameko.exceptions import ContainerBeingKilled
+    from pymongo.errors import ConnectionFailure, ExecutionTimeout, PyMongoError, WTimeoutError
+    import amqp.exceptions
+    import eventlet
+
+    if isinstance(error, Unavailable):
+        return error
+    if isinstance(error, (ConnectionFailure, ExecutionTimeout, WTimeoutError)) or (
+            isinstance(error, PyMongoError) and getattr(error, "timeout", False)):
+        return Unavailable("The database is unreachable or too slow; try again")
+    if isinstance(error, (OperationalError, amqp.exceptions.ConnectionError, OSError, ContainerBeingKilled,
+                          eventlet.Timeout)):
+        return Unavailable("The message broker is unreachable; try again")
+    return None

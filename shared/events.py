@@ -8,9 +8,8 @@ Nothing here may carry a secret, an OTP code, a nonce or a token hash.
 import uuid
 
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate
-from nameko.events import event_handler
-
 from shared.clock import isoformat, utcnow
+from shared.messaging import event_handler
 
 OTP, PUSH, GATEWAY = "otp", "push", "gateway"
 
@@ -109,6 +108,14 @@ DeviceActivated = _event(
     public_key=fields.String(required=True, validate=validate.Length(max=1024)),
     device_name=fields.String(required=True, validate=validate.Length(max=64)),
 )
+# A code login whose code otp accepted did not end in a session (the answer came too late,
+# or the session could not be stored): otp frees the code, so the user's retry works.
+LoginAbandoned = _event(
+    "LoginAbandoned", GATEWAY,
+    username=_username,
+    attempt_id=fields.String(required=True, validate=validate.Regexp(r"^[0-9a-f]{32}\Z")),
+    reason=fields.String(required=True, validate=validate.OneOf(["unavailable", "session_not_stored"])),
+)
 DeviceRevoked = _event(
     "DeviceRevoked", OTP,
     device_id=_device_id, username=_username,
@@ -117,7 +124,7 @@ DeviceRevoked = _event(
 
 ALL_EVENTS = (
     LoginRequested, PushDispatched, PushFailed, AccessConfirmed, AccessDenied, LoginExpired,
-    OtpVerified, OtpRejected, AccountLocked, AccountUnlocked, DeviceActivated, DeviceRevoked,
+    OtpVerified, OtpRejected, AccountLocked, AccountUnlocked, DeviceActivated, DeviceRevoked, LoginAbandoned,
 )
 
 

@@ -14,12 +14,27 @@ indexes; `MongoStorage(StorageClass)` is the nameko DependencyProvider that conn
 `setup()`, creates the indexes, hands every worker the same storage object and closes in
 `stop()`. FerretDB (the local and CI server) has no TTL indexes, so expiry is enforced in
 queries and by each storage's `purge_expired`, which the services run on a timer.
+
+Every operation is bounded (pymongo's client-side operation timeout): by
+MONGO_TIMEOUT_SECONDS, and inside an RPC by what is left of the caller's deadline, so a
+database that is down or slow costs a 503 in time, and nothing commits after the caller
+gave up. A database that is down when the service starts only delays the indexes.
 """
+import logging
+import time
+
 import pymongo
 from nameko.extensions import DependencyProvider
-from pymongo.errors import DuplicateKeyError, PyMongoError
+from pymongo.errors import AutoReconnect, DuplicateKeyError, PyMongoError
 
 from shared.config import MongoSettings, load_settings
+from shared.deadline import deadline_of, seconds_left
+from shared.repair import Repairs
+
+log = logging.getLogger(__name__)
+# The operation timeout of a worker whose caller set a deadline that has already passed:
+# small enough to fail at once, never zero (which pymongo reads as "no timeout").
+_ALREADY_LATE = 0.001
 
 
 class Storage:
@@ -28,6 +43,7 @@ class Storage:
 
     def __init__(self, database):
         self.db = database
+        self.repairs = Repairs()
 
     def ensure_indexes(self):
         for collection, models in self.indexes.items():
@@ -37,7 +53,8 @@ class Storage:
     def ping(self):
         """True when the database answers; used by readiness checks."""
         try:
-            self.db.command("ping")
+            with pymongo.timeout(2):
+                self.db.command("ping")
             return True
         except PyMongoError:
             return False
@@ -53,6 +70,23 @@ class Storage:
             return True
         except DuplicateKeyError:
             return False
+
+    def insert_surely(self, collection, document):
+        """Insert a document with a fresh unique `_id`, retrying a lost connection within
+        the operation's timeout. (FerretDB has no retryable writes.) A retry that finds
+        the `_id` taken means the first try committed, so it counts as done."""
+        for attempt in range(5):
+            try:
+                self.db[collection].insert_one(document)
+                return
+            except DuplicateKeyError:
+                if attempt:
+                    return
+                raise
+            except AutoReconnect as error:
+                if error.timeout or attempt == 4:
+                    raise
+                time.sleep(0.05)
 
     def take_ticket(self, collection, key, after=0, **fields):
         """The next number in `key`'s sequence, each number handed out exactly once.
@@ -89,8 +123,9 @@ class Storage:
 def connect(storage_cls, settings=None):
     """A (client, storage) pair for `storage_cls`, outside nameko (scripts, tests)."""
     settings = settings or load_settings(MongoSettings)
+    timeout_ms = int(settings["mongo_timeout_seconds"] * 1000)
     client = pymongo.MongoClient(
-        settings["mongo_url"], tz_aware=True, serverSelectionTimeoutMS=5000, connectTimeoutMS=5000,
+        settings["mongo_url"], tz_aware=True, timeoutMS=timeout_ms, connectTimeoutMS=min(timeout_ms, 5000),
         appname=f"mycepa-{storage_cls.database_name}",
     )
     storage = storage_cls(client[settings["mongo_db_prefix"] + storage_cls.database_name])
@@ -105,14 +140,38 @@ class MongoStorage(DependencyProvider):
 
     def setup(self):
         self.client, self.storage = connect(self.storage_cls)
-        self.storage.ensure_indexes()
+        try:
+            self.storage.ensure_indexes()
+        except PyMongoError as error:
+            log.warning("the database is not reachable yet (%s); creating the indexes when it is",
+                        type(error).__name__)
+            self.storage.repairs.later("creating the indexes", self.storage.ensure_indexes, for_seconds=24 * 3600)
 
     def stop(self):
+        # Workers have finished (nameko stops dependencies after them); pending repairs
+        # get a last chance before the client closes under them.
+        if self.storage is not None:
+            self.storage.repairs.drain(5)
         if self.client is not None:
             self.client.close()
 
     def get_dependency(self, worker_ctx):
         return self.storage
+
+    def worker_setup(self, worker_ctx):
+        # Inside an RPC, every operation of the call shares what is left of the caller's
+        # deadline (less the reply's margin): the database operation's own timeout then
+        # fits inside it, and an operation that would end after it is not attempted.
+        if deadline_of(worker_ctx) is not None:
+            budget = max(_ALREADY_LATE, seconds_left(worker_ctx, default=0))
+            scope = pymongo.timeout(budget)
+            scope.__enter__()
+            worker_ctx.mongo_timeout_scope = scope
+
+    def worker_teardown(self, worker_ctx):
+        scope = getattr(worker_ctx, "mongo_timeout_scope", None)
+        if scope is not None:
+            scope.__exit__(None, None, None)
 
 
 IndexModel = pymongo.IndexModel

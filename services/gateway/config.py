@@ -29,3 +29,7 @@ class GatewaySettings(Settings):
                                      validate=validate.Range(min=1, max=100))
     push_rate_window_seconds = fields.Integer(data_key="PUSH_RATE_WINDOW_SECONDS", load_default=300,
                                               validate=validate.Range(min=10, max=24 * 3600))
+    # Browsers waiting at once for a push login's answer (GET /api/login/push/{id}?wait=);
+    # they wait outside the workers, and above this a status request answers at once.
+    long_poll_max = fields.Integer(data_key="LONG_POLL_MAX", load_default=1000,
+                                   validate=validate.Range(min=0, max=100000))

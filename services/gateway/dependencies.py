@@ -1,17 +1,24 @@
-"""DependencyProviders of the gateway."""
+"""DependencyProviders (and the shared extension of waiting browsers) of the gateway."""
+import logging
+
 import eventlet
 import eventlet.event
+import eventlet.semaphore
 import kombu
 from kombu.exceptions import OperationalError
 from nameko.constants import AMQP_URI_CONFIG_KEY
 from nameko.exceptions import UnknownService
-from nameko.extensions import DependencyProvider
-from nameko.rpc import RpcProxy
+from nameko.extensions import DependencyProvider, SharedExtension
 
+from shared import events
 from shared.config import load_settings
 from shared.deadline import set_deadline
-from shared.errors import Unavailable
+from shared.errors import Unavailable, unavailable_from
+from shared.messaging import EventDispatcher, RpcProxy
+from shared.repair import Repairs
 from services.gateway.config import GatewaySettings
+
+log = logging.getLogger(__name__)
 
 
 class ServiceRpc(RpcProxy):
@@ -21,6 +28,7 @@ class ServiceRpc(RpcProxy):
     and the request message carries the same expiration, so RabbitMQ drops a call nobody
     picked up in time; and the deadline travels in the call's headers (shared/deadline.py)
     so a service that was hung refuses the call instead of processing a stale login.
+    The reply listener is shared/messaging.py's, which survives the broker going away.
     """
 
     def setup(self):
@@ -72,18 +80,63 @@ class BrokerCheck(DependencyProvider):
             return False
 
 
-class LoginWaiters(DependencyProvider):
+class AbandonedLogins(EventDispatcher):
+    """`self.abandoned(username, attempt_id, reason)`: tell otp that a code login it may
+    have accepted did not end in a session, so it frees the code (LoginAbandoned).
+
+    Published at once when the broker takes it; otherwise kept and retried in the
+    background (a code is only usable for about a minute, so two minutes of retries is
+    all that matters), and given a last chance on graceful stop.
+    """
+
+    def setup(self):
+        super().setup()
+        self.repairs = Repairs()
+
+    def stop(self):
+        self.repairs.drain(5)
+
+    def get_dependency(self, worker_ctx):
+        dispatch = super().get_dependency(worker_ctx)
+
+        def abandoned(username, attempt_id, reason):
+            event = events.build_event(events.LoginAbandoned, username=username, attempt_id=attempt_id,
+                                       reason=reason)
+            try:
+                dispatch(events.LoginAbandoned.name, event)
+            except Exception as error:
+                if unavailable_from(error) is None:
+                    raise
+                self.repairs.later("announcing an abandoned login",
+                                   lambda: self.publish_later(events.LoginAbandoned.name, event), first_delay=0.5)
+
+        return abandoned
+
+
+class LoginWaiters(SharedExtension):
     """Browsers of this process waiting (long poll) for their push login's answer.
 
-    Woken by the broadcast event handlers, which every gateway instance runs, so a
-    browser learns the outcome at once whichever instance it is waiting on.
+    Shared by the long-poll entrypoint, which waits here between short workers, and the
+    broadcast event handlers, which every gateway instance runs, so a browser learns the
+    outcome at once whichever instance it waits on. At most LONG_POLL_MAX wait at once;
+    on graceful stop all are woken to answer with what they have.
     """
 
     def setup(self):
         self.waiting = {}
+        self.slots = eventlet.semaphore.Semaphore(load_settings(GatewaySettings)["long_poll_max"])
+        self.stopping = False
 
-    def get_dependency(self, worker_ctx):
-        return self
+    def admit(self):
+        """A slot to wait in, or False when LONG_POLL_MAX browsers wait already."""
+        return not self.stopping and self.slots.acquire(blocking=False)
+
+    def leave(self):
+        self.slots.release()
+
+    @property
+    def count(self):
+        return sum(len(events_) for events_ in self.waiting.values())
 
     def wait(self, request_id, seconds):
         event = eventlet.event.Event()
@@ -101,3 +154,17 @@ class LoginWaiters(DependencyProvider):
     def wake(self, request_id):
         for event in self.waiting.pop(request_id, ()):
             event.send(True)
+
+    def wake_all(self):
+        self.stopping = True
+        for request_id in list(self.waiting):
+            self.wake(request_id)
+
+
+class Waiters(DependencyProvider):
+    """The process's LoginWaiters, for the event handlers that wake them."""
+
+    registry = LoginWaiters()
+
+    def get_dependency(self, worker_ctx):
+        return self.registry

@@ -3,13 +3,23 @@
 `route(...)` declares a route once: the nameko HTTP entrypoint, and the entry the OpenAPI
 document is generated from. Every exception becomes the JSON error shape of DESIGN §4:
 our own errors carry their status and code; werkzeug's (unknown path, wrong method,
-malformed request) keep their status; anything else is a logged 500 without details.
+malformed request) keep their status; a dependency that is down is a 503; anything else
+is a logged 500 without details.
+
+The web server also gives every request a deadline (RPC_TIMEOUT_SECONDS plus the reply's
+margin), which bounds its RPC calls and database operations, and stops gracefully: on
+SIGTERM it stops accepting, serves what is in flight with `Connection: close`, wakes the
+waiting browsers, and only then lets nameko stop the workers' dependencies.
 """
 import json
 import logging
 import time
 from dataclasses import dataclass, field
 
+import eventlet
+import eventlet.event
+import eventlet.greenio
+from eventlet import wsgi
 from marshmallow import RAISE, ValidationError
 from nameko.web.handlers import HttpRequestHandler
 from nameko.web.server import WebServer, WsgiApp
@@ -17,8 +27,12 @@ from werkzeug.exceptions import HTTPException, NotFound
 from werkzeug.routing import RequestRedirect
 from werkzeug.wrappers import Request, Response
 
-from shared.errors import EXPECTED_ERRORS, MycepaError, ValidationFailed
+from shared.config import load_settings
+from shared.deadline import CONTEXT_KEY, REPLY_MARGIN_SECONDS
+from shared.errors import EXPECTED_ERRORS, MycepaError, ValidationFailed, unavailable_from
 from services.gateway import metrics
+from services.gateway.config import GatewaySettings
+from services.gateway.dependencies import LoginWaiters
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +52,10 @@ def error_response(exc):
         # werkzeug redirects "//" in a path to the merged path; no route of ours
         # lives at such a URL, so it is simply not found.
         exc = NotFound()
+    unavailable = unavailable_from(exc)
+    if unavailable is not None and unavailable is not exc:
+        log.warning("answered 503: %s", type(exc).__name__)
+        exc = unavailable
     if isinstance(exc, MycepaError):
         headers = {"Retry-After": str(int(exc.retry_after))} if exc.retry_after else None
         return json_response(exc.to_dict(), exc.status, headers)
@@ -68,8 +86,74 @@ class JsonWsgiApp(WsgiApp):
 
 
 class JsonWebServer(WebServer):
+    """nameko's web server with JSON errors, request deadlines and a graceful stop.
+
+    nameko stops its web server last, after the dependencies: it kept accepting and
+    routing requests to workers whose database client was already closed (measured: 500
+    `Cannot use MongoClient after close`, and codes consumed without a session).
+    """
+
+    # Waiting for the requests in flight ends after this; nameko then stops the rest.
+    DRAIN_SECONDS = 8.0
+    # How long idle keep-alive connections may still bring a request once draining.
+    IDLE_GRACE_SECONDS = 0.5
+
+    def setup(self):
+        settings = load_settings(GatewaySettings)
+        self.request_seconds = settings["rpc_timeout_seconds"] + REPLY_MARGIN_SECONDS
+        self.connections = {}
+        self.drained = None
+
     def get_wsgi_app(self):
         return JsonWsgiApp(self)
+
+    def context_data_from_headers(self, request):
+        return {CONTEXT_KEY: time.time() + self.request_seconds}
+
+    def process_request(self, sock, address):
+        # The same as nameko's, with the connection's state kept where drain() sees it.
+        state = [address, sock, wsgi.STATE_IDLE]
+        self.connections[id(state)] = state
+        try:
+            self._serv.process_request(state)
+        except OSError as exc:
+            if "raw readinto() returned invalid length" not in str(exc):
+                raise
+        finally:
+            self.connections.pop(id(state), None)
+
+    def drain(self):
+        """Stop taking connections, finish the requests in flight; once, however many
+        entrypoints ask. Returns when done or after DRAIN_SECONDS."""
+        if self.drained is not None:
+            self.drained.wait()
+            return
+        self.drained = eventlet.event.Event()
+        started = time.monotonic()
+        self._is_accepting = False
+        if self._gt is not None:
+            self._gt.kill()
+            self._sock.close()
+        self._serv.keepalive = False   # every answer from now on closes its connection
+        log.info("stopping: no new connections; %d open", len(self.connections))
+        idle_since = None
+        while time.monotonic() - started < self.DRAIN_SECONDS:
+            busy = [state for state in self.connections.values() if state[2] != wsgi.STATE_IDLE]
+            if busy:
+                idle_since = None
+            elif not self.connections:
+                break
+            else:
+                idle_since = idle_since or time.monotonic()
+                if time.monotonic() - idle_since >= self.IDLE_GRACE_SECONDS:
+                    break
+            eventlet.sleep(0.05)
+        for state in list(self.connections.values()):
+            if state[2] == wsgi.STATE_IDLE:
+                state[2] = wsgi.STATE_CLOSE
+                eventlet.greenio.shutdown_safe(state[1])
+        log.info("stopped serving after %.1f s", time.monotonic() - started)
+        self.drained.send(True)
 
 
 @dataclass
@@ -98,22 +182,71 @@ class JsonHttp(HttpRequestHandler):
 
     def handle_request(self, request):
         started = time.perf_counter()
-        response = super().handle_request(request)
+        response = self.respond(request)
         metrics.observe_request(self.doc.path if self.doc else self.url, request.method,
                                 response.status_code, time.perf_counter() - started)
         return response
 
+    def respond(self, request):
+        """The response of one worker for `request`."""
+        return super().handle_request(request)
+
     def response_from_exception(self, exc):
         return error_response(exc)
 
+    def stop(self):
+        # Before nameko waits for the workers and stops the dependencies: the requests
+        # in flight must end while the database and the broker are still there.
+        self.server.drain()
+        super().stop()
+
+
+class LongPoll(JsonHttp):
+    """A GET whose answer may wait for an event (a push login's answer).
+
+    The waiting happens here, between short workers, never inside one: the workers are
+    what logins, health checks and devices need (measured: 100 browsers waiting inside
+    workers held all 64, and /healthz took 22 s). A worker that wants to wait returns
+    its response with `wait_for = (key, until)` (monotonic seconds); this entrypoint
+    then waits for `waiters.wake(key)` or the time, and asks a fresh worker again. Above
+    LONG_POLL_MAX waiting browsers the first answer is given at once.
+    """
+
+    waiters = LoginWaiters()
+    # A safety net for a wake-up that never came (a broadcast lost while the broker was
+    # away): look again this often.
+    RECHECK_SECONDS = 5.0
+
+    def respond(self, request):
+        response = super().respond(request)
+        wait_for = getattr(response, "wait_for", None)
+        if wait_for is None or not self.waiters.admit():
+            return response
+        key, until = wait_for
+        try:
+            while getattr(response, "wait_for", None) is not None and not self.waiters.stopping:
+                left = until - time.monotonic()
+                if left <= 0:
+                    break
+                self.waiters.wait(key, min(self.RECHECK_SECONDS, left))
+                response = super().respond(request)
+        finally:
+            self.waiters.leave()
+        return response
+
+    def stop(self):
+        self.waiters.wake_all()   # waiting browsers answer with what they have, now
+        super().stop()
+
 
 def route(method, path, summary, tag, body=None, responses=None, errors=(), auth=None,
-          content_type="application/json"):
+          content_type="application/json", long_poll=False):
     """Declare an HTTP route: `path` in OpenAPI form (`/a/{b}`), turned into werkzeug's."""
     doc = RouteDoc(method, path, summary, tag, body, responses or {}, errors, auth, content_type)
     ROUTES.append(doc)
     werkzeug_path = path.replace("{", "<string:").replace("}", ">")
-    return JsonHttp.decorator(method, werkzeug_path, doc=doc, expected_exceptions=EXPECTED_ERRORS)
+    entrypoint = LongPoll if long_poll else JsonHttp
+    return entrypoint.decorator(method, werkzeug_path, doc=doc, expected_exceptions=EXPECTED_ERRORS)
 
 
 def load_body(request, schema_cls, max_bytes):

@@ -83,6 +83,7 @@ class UnlockResponse(Schema):
 class Readiness(Schema):
     ready = fields.Boolean(required=True)
     checks = fields.Dict(keys=fields.String(), values=fields.Boolean(), required=True)
+    down = fields.List(fields.String(), required=True)   # what is not answering, by name
 
 
 class RememberedUser(Schema):

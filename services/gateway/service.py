@@ -11,7 +11,7 @@ from urllib.parse import urlencode
 
 import eventlet
 import segno
-from nameko.events import BROADCAST, EventDispatcher
+from nameko.events import BROADCAST
 from nameko.timer import timer
 from werkzeug.wrappers import Response
 
@@ -19,12 +19,14 @@ from shared import events
 from shared.clock import isoformat, utcnow
 from shared.config import SettingsProvider
 from shared.errors import (
-    Forbidden, InvalidCredentials, Locked, NotFound, TooManyRequests, Unauthenticated, ValidationFailed,
+    Forbidden, InvalidCredentials, Locked, NotFound, TooManyRequests, Unauthenticated, Unavailable,
+    ValidationFailed, unavailable_from,
 )
+from shared.messaging import EventDispatcher
 from shared.mongo import MongoStorage
 from services.gateway import metrics, schemas, webpage
 from services.gateway.config import GatewaySettings
-from services.gateway.dependencies import BrokerCheck, LoginWaiters, ServiceRpc
+from services.gateway.dependencies import AbandonedLogins, BrokerCheck, ServiceRpc, Waiters
 from services.gateway.entrypoints import ROUTES, json_response, load_body, route
 from services.gateway.openapi import build_spec
 from services.gateway.storage import GatewayStorage, token_hash
@@ -49,7 +51,8 @@ class GatewayService:
     push = ServiceRpc("push")
     broker_reachable = BrokerCheck()
     dispatch = EventDispatcher()
-    waiters = LoginWaiters()
+    abandoned = AbandonedLogins()
+    waiters = Waiters()
 
     # -- the login page --------------------------------------------------------------
 
@@ -71,16 +74,30 @@ class GatewayService:
     @route("POST", "/api/login", "Log in with the werkboeknummer and a 10-digit OTP code", "browser",
            body=schemas.LoginRequest, responses={200: schemas.LoginResponse}, errors=(400, 401, 423, 503))
     def login(self, request):
+        """A code accepted by otp ends in a session, or is handed back (LoginAbandoned):
+        a login answered with anything but 200 has not consumed its code."""
         credentials = load_body(request, schemas.LoginRequest, self.config["max_body_bytes"])
+        username = credentials["username"]
+        attempt_id = uuid.uuid4().hex
         try:
-            verified = self.otp.verify(credentials["username"], credentials["password"])
+            verified = self.otp.verify(username, credentials["password"], attempt_id)
         except (InvalidCredentials, Locked) as refusal:
             metrics.LOGINS.labels("code", refusal.code).inc()
             raise
+        except Unavailable:
+            # otp may have accepted the code and its answer not arrived in time.
+            self.abandoned(username, attempt_id, "unavailable")
+            metrics.LOGINS.labels("code", "unavailable").inc()
+            raise
         now = utcnow()
-        token = self.storage.create_session(
-            verified["username"], verified["device_id"], now,
-            now + timedelta(seconds=self.config["session_ttl_seconds"]))
+        try:
+            token = self.storage.create_session(
+                verified["username"], verified["device_id"], now,
+                now + timedelta(seconds=self.config["session_ttl_seconds"]))
+        except Exception as error:
+            self.abandoned(username, attempt_id, "session_not_stored")
+            metrics.LOGINS.labels("code", "unavailable").inc()
+            raise unavailable_from(error) or error
         metrics.LOGINS.labels("code", "ok").inc()
         remembered = self._remembered(request)
         offer = remembered is None or remembered["username"] != verified["username"]
@@ -162,20 +179,20 @@ class GatewayService:
 
     @route("GET", "/api/login/push/{request_id}", "The state of a push login (`?wait=` seconds to wait for "
            "the answer, at most 25); approved sets the session", "browser",
-           responses={200: schemas.PushRequestStatus}, errors=(400, 404))
+           responses={200: schemas.PushRequestStatus}, errors=(400, 404, 503), long_poll=True)
     def push_status(self, request, request_id):
         wait = _wait_seconds(request)
         login_request = self._bound_login_request(request, request_id)
         status = _status_of(login_request)
-        deadline = time.monotonic() + wait
-        while status == "pending" and deadline > time.monotonic():
-            # Woken at once by the answer's broadcast; re-read every second regardless,
-            # so expiry and an answer handled by another instance are seen too.
-            self.waiters.wait(request_id, min(1.0, deadline - time.monotonic()))
-            login_request = self.storage.find_login_request(request_id)
-            status = _status_of(login_request)
         response = json_response({"status": status})
         now = utcnow()
+        if status == "pending":
+            if wait:
+                # Wait (outside this worker, entrypoints.LongPoll) for the answer's
+                # broadcast, at most `wait` seconds and not past the request's expiry.
+                until_expiry = (login_request["expires_at"] - now).total_seconds() + 0.05
+                response.wait_for = (request_id, time.monotonic() + min(wait, until_expiry))
+            return response
         if status == "approved" and self.storage.claim_session_for(request_id, now):
             token = self.storage.create_session(
                 login_request["username"], None, now, now + timedelta(seconds=self.config["session_ttl_seconds"]))
@@ -344,8 +361,8 @@ class GatewayService:
                   "otp": lambda: _answers(self.otp.ping), "push": lambda: _answers(self.push.ping)}
         pool = eventlet.GreenPool(len(checks))
         results = dict(zip(checks, pool.imap(lambda check: check(), checks.values())))
-        ready = all(results.values())
-        return json_response({"ready": ready, "checks": results}, 200 if ready else 503)
+        down = [name for name, ok in results.items() if not ok]
+        return json_response({"ready": not down, "checks": results, "down": down}, 503 if down else 200)
 
     @route("GET", "/metrics", "Prometheus metrics", "operations", responses={200: None},
            content_type="text/plain")
@@ -413,7 +430,7 @@ def _answers(ping):
 
 def _wait_seconds(request):
     raw = request.args.get("wait", "0")
-    if not raw.isdigit() or int(raw) > 25:
+    if not re.fullmatch(r"[0-9]{1,2}", raw) or int(raw) > 25:
         raise ValidationFailed("Invalid request", fields={"wait": ["must be a whole number of seconds, 0 to 25"]})
     return int(raw)
 

@@ -22,7 +22,7 @@ class GatewayStorage(Storage):
 
     def _issue(self, collection, now, expires_at, **fields):
         token = secrets.token_urlsafe(32)
-        self.db[collection].insert_one({"_id": token_hash(token), "created_at": now, "expires_at": expires_at,
+        self.insert_surely(collection, {"_id": token_hash(token), "created_at": now, "expires_at": expires_at,
                                         **fields})
         return token
 

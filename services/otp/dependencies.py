@@ -9,7 +9,7 @@ from services.otp.secrets import SecretBox
 class OtpConfig(DependencyProvider):
     """The validated settings and the secret box built from them, once per container.
 
-    Loading here rather than at import stops `nameko run` with the settings' own message
+    Loading here rather than at import stops the service with the settings' own message
     when the environment is incomplete, before any entrypoint accepts work.
     """
 

@@ -17,6 +17,7 @@ class UsernameArgs(StrictSchema):
 class VerifyArgs(StrictSchema):
     username = Username(required=True)
     code = OtpCode(required=True)
+    attempt_id = StrictString(load_default=None, allow_none=True, validate=validate.Regexp(r"^[0-9a-f]{32}\Z"))
 
 
 class ActivateArgs(StrictSchema):

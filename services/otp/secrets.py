@@ -30,6 +30,15 @@ def totp(secret):
     return pyotp.TOTP(secret, digits=DIGITS, interval=PERIOD)
 
 
+# How far back a released code's step may lie: its window (±1) plus the time a release
+# may take to arrive (a minute); older steps' codes are no longer accepted anyway.
+RELEASE_LOOKBACK_STEPS = WINDOW + 2
+
+
+def time_step(now):
+    return int(now.timestamp()) // PERIOD
+
+
 def matching_step(secret, code, now):
     """The time step in now±WINDOW whose code equals `code`, else None (constant-time compare)."""
     generator = totp(secret)

@@ -3,15 +3,15 @@ import logging
 import math
 import uuid
 from datetime import timedelta
+from functools import partial
 
-from nameko.events import EventDispatcher
-from nameko.rpc import rpc
 from nameko.timer import timer
 
 from shared import events
 from shared.clock import isoformat, utcnow
 from shared.deadline import Deadline
 from shared.errors import EXPECTED_ERRORS, Expired, InvalidCredentials, Locked, NotFound, Unavailable
+from shared.messaging import EventDispatcher, rpc
 from shared.mongo import MongoStorage
 from shared.validation import load_args
 from services.otp import activation_codes, secrets
@@ -82,14 +82,16 @@ class OtpService:
         try:
             self.storage.add_authenticator(device_id, username, self.config.box.encrypt(secret, device_id),
                                            args["platform"], args["device_name"], now)
+            events.dispatch_event(
+                self.dispatch, events.DeviceActivated, device_id=device_id, username=username,
+                platform=args["platform"], push_token=args["push_token"], public_key=args["public_key"],
+                device_name=args["device_name"])
         except Exception:
-            # Nothing half-written: the code works again if the device could not be stored.
-            self.storage.release_activation_code(code_id)
+            # Nothing half-written: a device that could not be stored, or that push never
+            # heard of, is removed again and the activation code works again.
+            self.storage.repairs.now_or_later("undoing an activation that did not complete",
+                                              partial(self.storage.undo_activation, code_id, device_id, username))
             raise
-        events.dispatch_event(
-            self.dispatch, events.DeviceActivated, device_id=device_id, username=username,
-            platform=args["platform"], push_token=args["push_token"], public_key=args["public_key"],
-            device_name=args["device_name"])
         return {
             "device_id": device_id,
             "username": username,
@@ -120,11 +122,17 @@ class OtpService:
     # -- login -----------------------------------------------------------------------
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
-    def verify(self, username, code):
+    def verify(self, username, code, attempt_id=None):
         """The device whose code this is, accepted once; otherwise a refusal that is the
-        same for an unknown user and a wrong code."""
-        args = load_args(VerifyArgs, username=username, code=code)
+        same for an unknown user and a wrong code.
+
+        `attempt_id` names the caller's login attempt: the same attempt asking again is
+        answered the same, and a LoginAbandoned event for it releases the code. The code
+        stays accepted only if the caller receives this success.
+        """
+        args = load_args(VerifyArgs, username=username, code=code, attempt_id=attempt_id)
         username, code = args["username"], args["code"]
+        attempt_id = args["attempt_id"] or uuid.uuid4().hex
         self.deadline.check()
         now = utcnow()
         lockout = self.storage.lockout(username)
@@ -137,8 +145,11 @@ class OtpService:
             step = secrets.matching_step(self._secret_of(authenticator), code, now)
             if step is None:
                 continue
-            if not self.storage.accept_step(authenticator, step, now):
+            if not self.storage.accept_step(authenticator, step, attempt_id, now):
                 return self._refuse(username, lockout, "replayed", now)
+            self.deadline.undo_unless_delivered(partial(
+                self.storage.repairs.now_or_later, "releasing a code whose login did not answer",
+                partial(self.storage.release_step, authenticator["_id"], step, attempt_id)))
             self.storage.reset_lockout(username, lockout)
             events.dispatch_event(self.dispatch_outcome, events.OtpVerified,
                                   username=username, device_id=authenticator["_id"])
@@ -182,6 +193,23 @@ class OtpService:
                               consecutive_failures=failures)
 
     # -- administration --------------------------------------------------------------
+
+    @events.handles(events.LoginAbandoned, requeue_on_error=True)
+    def on_login_abandoned(self, payload):
+        """The gateway did not answer 200 for a login whose code may have been accepted:
+        make the code usable again. The step is not in the event (the gateway may never
+        have heard it), so the user's recent steps are looked up: a few `_id` reads."""
+        try:
+            event = events.parse_event(events.LoginAbandoned, payload)
+        except events.ValidationError:
+            log.error("dropping malformed LoginAbandoned event")
+            return
+        current = secrets.time_step(utcnow())
+        for authenticator in self.storage.authenticators_of(event["username"]):
+            for step in range(current - secrets.RELEASE_LOOKBACK_STEPS, current + secrets.WINDOW + 1):
+                if self.storage.release_step(authenticator["_id"], step, event["attempt_id"]):
+                    log.info("released a code of %s: its login did not answer (%s)", event["username"],
+                             event["reason"])
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def list_devices(self, username):

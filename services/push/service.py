@@ -6,15 +6,15 @@ from the gateway becomes a challenge, notified to every active device of the use
 (AccessConfirmed / AccessDenied); nobody answering in time ends as LoginExpired.
 
 Handlers are idempotent and requeue on error, so a redelivered or retried event is never
-lost and never applied twice; a malformed event, or one the database refuses as a
-document, is logged and dropped, since redelivering it cannot help and would loop forever.
+lost and never applied twice, and each step is written so that a delivery interrupted
+half way (a killed process) is finished by the next one; a malformed event, or one the
+database refuses as a document, is logged and dropped, since redelivering it cannot help
+and would loop forever.
 """
 import logging
 from contextlib import contextmanager
 
 from bson.errors import InvalidDocument
-from nameko.events import EventDispatcher
-from nameko.rpc import rpc
 from nameko.timer import timer
 
 from shared import events
@@ -23,6 +23,7 @@ from shared.config import SettingsProvider
 from shared.errors import (
     EXPECTED_ERRORS, Conflict, Expired, Forbidden, InvalidCredentials, NotFound, Unavailable, ValidationFailed,
 )
+from shared.messaging import EventDispatcher, rpc
 from shared.mongo import MongoStorage
 from shared.validation import load_args
 from services.push import challenges
@@ -92,11 +93,14 @@ class PushService:
             "status": PENDING, "created_at": now,
         }
         with _dropping_unstorable(events.LoginRequested):
-            if not self.storage.add_challenge(challenge):
-                challenge = self.storage.find_challenge(challenge["_id"])  # redelivered
+            # A redelivered request finds the challenge it made and finishes what an
+            # interrupted delivery left undone: the entries the device and the expiry
+            # sweep read, and the notifications not yet sent.
+            challenge = self.storage.add_challenge(challenge)
             for device in self.storage.active_devices(request["username"]):
-                if self.storage.claim_dispatch(challenge["_id"], device["_id"], now):
+                if challenge["status"] == PENDING and not self.storage.dispatched(challenge["_id"], device["_id"]):
                     self._notify(device, challenge)
+                    self.storage.record_dispatch(challenge["_id"], device["_id"], now)
 
     def _notify(self, device, challenge):
         common = {"request_id": challenge["request_id"], "challenge_id": challenge["_id"],
@@ -150,33 +154,54 @@ class PushService:
                                                    args["number"], args["signature"]):
             raise InvalidCredentials("The signature does not match this device")
         now = utcnow()
+        outcome = "approved" if args["decision"] == "approve" else "denied"
+        fraud = args["fraud"] and outcome == "denied"
+        answer = self.storage.find_answer(challenge["_id"])
+        if challenge["status"] == PENDING and _same_answer(answer, outcome, device["_id"], fraud):
+            # This device's answer was recorded, but the delivery that recorded it did not
+            # finish (a killed process, a lost reply): finish it now.
+            self._announce(challenge, answer, now)
+            return {"challenge_id": challenge["_id"], "status": outcome}
         if challenge["status"] == "expired" or challenge["expires_at"] <= now:
             raise Expired("This login request has expired")
-        if challenge["status"] != PENDING:
+        if challenge["status"] != PENDING or answer is not None:
             raise Conflict("This login request has already been answered")
         if args["decision"] == "approve" and args["number"] != challenge["number"]:
             raise ValidationFailed("The number does not match the one in the browser",
                                    fields={"number": ["does not match"]})
-        outcome = "approved" if args["decision"] == "approve" else "denied"
-        if not self.storage.record_answer(challenge, outcome, device["_id"], now):
+        answer = self.storage.claim_answer(challenge["_id"], outcome, device["_id"], fraud, now)
+        if answer is None:
             raise Conflict("This login request has already been answered")
-        common = {"request_id": challenge["request_id"], "challenge_id": challenge["_id"],
-                  "username": challenge["username"], "device_id": device["_id"]}
-        if outcome == "approved":
-            events.dispatch_event(self.dispatch, events.AccessConfirmed, **common)
-        else:
-            if args["fraud"]:
-                self.storage.block_for_fraud(challenge["username"], challenge["_id"], device["_id"], now)
-            events.dispatch_event(self.dispatch, events.AccessDenied, fraud=args["fraud"], **common)
+        self._announce(challenge, answer, now)
         return {"challenge_id": challenge["_id"], "status": outcome}
+
+    def _announce(self, challenge, answer, now):
+        """Emit the event of a challenge's one answer, then settle the challenge: in this
+        order, so a challenge still pending with an answer is one whose event may not have
+        gone out, and repeating this is what finishes it."""
+        common = {"request_id": challenge["request_id"], "challenge_id": challenge["_id"],
+                  "username": challenge["username"]}
+        if answer["outcome"] == "approved":
+            events.dispatch_event(self.dispatch, events.AccessConfirmed, device_id=answer["device_id"], **common)
+        elif answer["outcome"] == "denied":
+            if answer["fraud"]:
+                self.storage.block_for_fraud(challenge["username"], challenge["_id"], answer["device_id"], now)
+            events.dispatch_event(self.dispatch, events.AccessDenied, device_id=answer["device_id"],
+                                  fraud=answer["fraud"], **common)
+        else:
+            events.dispatch_event(self.dispatch, events.LoginExpired, **common)
+        self.storage.settle_challenge(challenge, answer["outcome"], answer["device_id"], now)
 
     @timer(interval=1)
     def expire_overdue(self):
+        """Nobody answered in time: LoginExpired. A challenge past its expiry that has an
+        answer whose delivery did not finish gets that answer announced instead."""
         now = utcnow()
         for challenge in self.storage.overdue_challenges(now):
-            if self.storage.record_answer(challenge, "expired", None, now):
-                events.dispatch_event(self.dispatch, events.LoginExpired, request_id=challenge["request_id"],
-                                      challenge_id=challenge["_id"], username=challenge["username"])
+            answer = (self.storage.claim_answer(challenge["_id"], "expired", None, False, now)
+                      or self.storage.find_answer(challenge["_id"]))
+            if answer is not None:
+                self._announce(challenge, answer, now)
 
     # -- fraud blocks ----------------------------------------------------------------
 
@@ -194,7 +219,11 @@ class PushService:
 
     @timer(interval=300)
     def purge_expired(self):
-        self.storage.purge_expired(utcnow())
+        now = utcnow()
+        self.storage.purge_expired(now)
+        # A backstop for a challenge whose expiry entry was never written (its request
+        # not redelivered): the next sweep expires it.
+        self.storage.requeue_unswept(now)
 
     def _signed_in_device(self, device_id, timestamp):
         device = self.storage.find_device(device_id)
@@ -204,6 +233,11 @@ class PushService:
         if abs(utcnow().timestamp() - timestamp) > skew:
             raise InvalidCredentials(f"The timestamp must be within {skew} seconds of the server's clock")
         return device
+
+
+def _same_answer(answer, outcome, device_id, fraud):
+    return (answer is not None and answer["outcome"] == outcome and answer["device_id"] == device_id
+            and answer["fraud"] == fraud)
 
 
 def _as_device_sees_it(challenge):

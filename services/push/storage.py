@@ -7,8 +7,12 @@ by `_id`, and whatever must happen once is a unique insert.
 - `challenges` {_id: challenge_id}: one per login request (the id derives from the
   request id, so a redelivered LoginRequested finds the challenge it already made).
 - `inboxes` {_id: username, challenge_ids}: what a polling device of the user may see.
-- `dispatches` {_id: "challenge#device"}: a device is notified at most once per challenge.
-- `answers` {_id: challenge_id}: the one answer (approve, deny or expiry) a challenge gets.
+- `dispatches` {_id: "challenge#device"}: a device was notified for this challenge
+  (written after the notification, so a delivery killed before it notifies again).
+- `answers` {_id: challenge_id}: the one answer (approve, deny or expiry) a challenge gets;
+  its event goes out before the challenge's status changes, so a pending challenge with
+  an answer is one whose announcement must be finished (by the device's retry, or by the
+  expiry sweep).
 - `pending` {_id: challenge_id, expires_at}: the unanswered ones, so the once-a-second
   expiry sweep scans a handful of documents, not every challenge of the last hour.
 - `fraud_blocks` {_id: username}: push is refused until an admin clears it.
@@ -78,12 +82,15 @@ class PushStorage(Storage):
     # -- challenges ------------------------------------------------------------------
 
     def add_challenge(self, challenge):
-        """Store a new challenge; False when it exists already (a redelivered request)."""
+        """Store a challenge once and the entries that make it visible and expirable; the
+        stored challenge. A redelivered request gets the one it made, with whatever an
+        interrupted delivery did not write written now (each step is idempotent)."""
         if not self.claim("challenges", challenge["_id"], **{k: v for k, v in challenge.items() if k != "_id"}):
-            return False
-        self.claim("pending", challenge["_id"], expires_at=challenge["expires_at"])
-        self.add_to_set("inboxes", challenge["username"], "challenge_ids", challenge["_id"])
-        return True
+            challenge = self.find_challenge(challenge["_id"])
+        if challenge["status"] == PENDING:
+            self.claim("pending", challenge["_id"], expires_at=challenge["expires_at"])
+            self.add_to_set("inboxes", challenge["username"], "challenge_ids", challenge["_id"])
+        return challenge
 
     def find_challenge(self, challenge_id):
         return self.db.challenges.find_one({"_id": challenge_id})
@@ -97,18 +104,29 @@ class PushStorage(Storage):
                 found.append(challenge)
         return found
 
-    def claim_dispatch(self, challenge_id, device_id, now):
-        return self.claim("dispatches", f"{challenge_id}#{device_id}", at=now)
+    def dispatched(self, challenge_id, device_id):
+        return self.db.dispatches.find_one({"_id": f"{challenge_id}#{device_id}"}, projection={"_id": 1}) is not None
 
-    def record_answer(self, challenge, outcome, device_id, now):
-        """The challenge's one answer: True for exactly one of any racing answers."""
-        if not self.claim("answers", challenge["_id"], outcome=outcome, device_id=device_id, at=now):
-            return False
-        self.db.challenges.update_one({"_id": challenge["_id"]}, {"$set": {
-            "status": outcome, "answered_at": now, "answered_by": device_id}})
+    def record_dispatch(self, challenge_id, device_id, now):
+        """After the notification went out, so a delivery killed before it sends again."""
+        self.claim("dispatches", f"{challenge_id}#{device_id}", at=now)
+
+    def find_answer(self, challenge_id):
+        return self.db.answers.find_one({"_id": challenge_id})
+
+    def claim_answer(self, challenge_id, outcome, device_id, fraud, now):
+        """The challenge's one answer (approve, deny or expiry), for exactly one of any
+        racing answers: the answer stored, or None when another came first."""
+        answer = {"outcome": outcome, "device_id": device_id, "fraud": fraud, "at": now}
+        return {"_id": challenge_id, **answer} if self.claim("answers", challenge_id, **answer) else None
+
+    def settle_challenge(self, challenge, outcome, device_id, now):
+        """What follows an answer: the challenge's status, and it leaves the expiry sweep's
+        list and the inbox. The status last, so a pending status means "not finished"."""
         self.db.pending.delete_one({"_id": challenge["_id"]})
         self.db.inboxes.update_one({"_id": challenge["username"]}, {"$pull": {"challenge_ids": challenge["_id"]}})
-        return True
+        self.db.challenges.update_one({"_id": challenge["_id"]}, {"$set": {
+            "status": outcome, "answered_at": now, "answered_by": device_id}})
 
     def overdue_challenges(self, now):
         """Pending challenges past their expiry."""
@@ -117,9 +135,17 @@ class PushStorage(Storage):
             challenge = self.find_challenge(entry["_id"])
             if challenge and challenge["status"] == PENDING:
                 found.append(challenge)
-            else:  # answered, but the answer's clean-up did not finish
+            else:  # settled, but the settling did not finish
                 self.db.pending.delete_one({"_id": entry["_id"]})
         return found
+
+    def requeue_unswept(self, now):
+        """Challenges still pending a minute past their expiry without an expiry entry
+        (their request was never redelivered) get one: the next sweep settles them."""
+        stale = self.db.challenges.find({"status": PENDING, "expires_at": {"$lt": now - timedelta(minutes=1)}},
+                                        projection={"expires_at": 1}).limit(500)
+        for challenge in list(stale):
+            self.claim("pending", challenge["_id"], expires_at=challenge["expires_at"])
 
     # -- fraud blocks ----------------------------------------------------------------
 

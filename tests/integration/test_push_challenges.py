@@ -66,3 +66,115 @@ def test_a_redelivered_login_request_makes_one_challenge_and_one_notification(ru
         seen = poll(device.device_id, timestamp, device.sign("mycepa-poll-v1", device.device_id, timestamp))
     assert [c["challenge_id"] for c in seen] == [challenge_id]
     assert "42" in seen[0]["number_choices"] and len(set(seen[0]["number_choices"])) == 3
+
+
+# -- deliveries interrupted half way (a push process killed mid-handler) ---------------
+
+class Outcomes:
+    name = "outcomes"
+    seen = []
+
+    @events.handles(events.AccessConfirmed)
+    def on_confirmed(self, payload):
+        self.seen.append(("AccessConfirmed", payload["request_id"]))
+
+    @events.handles(events.LoginExpired)
+    def on_expired(self, payload):
+        self.seen.append(("LoginExpired", payload["request_id"]))
+
+
+@pytest.fixture
+def with_outcomes(running, container_factory, rabbit_config):
+    Outcomes.seen = []
+    outcomes = container_factory(Outcomes, rabbit_config)
+    outcomes.start()
+    return (*running, outcomes)
+
+
+def activated_device(push, dispatch):
+    device = Device.new("unused")
+    device.device_id, device.username = f"dev_{uuid.uuid4().hex}", f"W{uuid.uuid4().int % 10**9:09d}"
+    with entrypoint_waiter(push, "on_device_activated"):
+        emit(dispatch, events.DeviceActivated, device_id=device.device_id, username=device.username,
+             platform="poll", push_token=None, public_key=device.public_key_pem, device_name="Phone")
+    return device
+
+
+def login_request(username, seconds=60):
+    now = utcnow()
+    return dict(request_id=f"lr_{uuid.uuid4().hex}", username=username, number="42",
+                context={"ip": "127.0.0.1", "user_agent": "test", "requested_at": now},
+                expires_at=now + timedelta(seconds=seconds))
+
+
+def polled(push, device):
+    timestamp = int(utcnow().timestamp())
+    with entrypoint_hook(push, "pending_challenges") as poll:
+        return poll(device.device_id, timestamp, device.sign("mycepa-poll-v1", device.device_id, timestamp))
+
+
+def test_a_login_request_killed_after_storing_its_challenge_is_finished_on_redelivery(running, mongo_client):
+    # What a push process killed right after the challenge's insert leaves behind: the
+    # challenge, but not the entries the device and the expiry sweep read, and no
+    # notification. (Before the fix the redelivery saw the challenge and only notified.)
+    push, listener, dispatch = running
+    device = activated_device(push, dispatch)
+    request = login_request(device.username)
+    challenge_id = challenges.challenge_id_for(request["request_id"])
+    db = service_db(mongo_client, "push")
+    db.challenges.insert_one({
+        "_id": challenge_id, "request_id": request["request_id"], "username": device.username,
+        "nonce": challenges.new_nonce(), "number": "42", "number_choices": challenges.number_choices("42"),
+        "context": request["context"], "expires_at": request["expires_at"], "status": "pending",
+        "created_at": utcnow()})
+    assert polled(push, device) == []
+
+    with entrypoint_waiter(listener, "on_dispatched"):
+        emit(dispatch, events.LoginRequested, **request)   # the redelivery
+
+    assert [c["challenge_id"] for c in polled(push, device)] == [challenge_id]
+    assert db.pending.find_one({"_id": challenge_id}) is not None
+    assert [event["challenge_id"] for event in Listener.dispatched] == [challenge_id]
+
+
+def test_an_answer_recorded_by_a_process_that_died_is_finished_by_the_devices_retry(with_outcomes, mongo_client):
+    push, listener, dispatch, outcomes = with_outcomes
+    device = activated_device(push, dispatch)
+    request = login_request(device.username)
+    with entrypoint_waiter(listener, "on_dispatched"):
+        emit(dispatch, events.LoginRequested, **request)
+    challenge = polled(push, device)[0]
+    # The answer was claimed, then the process died: no event, the challenge still pending.
+    db = service_db(mongo_client, "push")
+    db.answers.insert_one({"_id": challenge["challenge_id"], "outcome": "approved", "device_id": device.device_id,
+                           "fraud": False, "at": utcnow()})
+
+    signature = device.sign("mycepa-push-v1", challenge["challenge_id"], challenge["nonce"], "approve", "42")
+    with entrypoint_waiter(outcomes, "on_confirmed"):
+        with entrypoint_hook(push, "respond") as respond:
+            answered = respond(challenge["challenge_id"], device.device_id, "approve", "42", signature)
+
+    assert answered == {"challenge_id": challenge["challenge_id"], "status": "approved"}
+    assert Outcomes.seen == [("AccessConfirmed", request["request_id"])]
+    assert db.challenges.find_one({"_id": challenge["challenge_id"]})["status"] == "approved"
+    assert polled(push, device) == []
+
+
+def test_every_pending_challenge_expires_even_without_its_sweep_entry(with_outcomes, mongo_client):
+    push, listener, dispatch, outcomes = with_outcomes
+    device = activated_device(push, dispatch)
+    request = login_request(device.username, seconds=60)
+    with entrypoint_waiter(listener, "on_dispatched"):
+        emit(dispatch, events.LoginRequested, **request)
+    challenge_id = challenges.challenge_id_for(request["request_id"])
+    db = service_db(mongo_client, "push")
+    # Long overdue, and its entry in the sweep's list lost.
+    db.challenges.update_one({"_id": challenge_id}, {"$set": {"expires_at": utcnow() - timedelta(minutes=5)}})
+    db.pending.delete_one({"_id": challenge_id})
+
+    with entrypoint_waiter(outcomes, "on_expired", timeout=10):
+        with entrypoint_hook(push, "purge_expired") as purge:   # the 5-minute backstop
+            purge()
+
+    assert Outcomes.seen == [("LoginExpired", request["request_id"])]
+    assert db.challenges.find_one({"_id": challenge_id})["status"] == "expired"

@@ -14,7 +14,7 @@ def run_service(service, **overrides):
     env = {**os.environ, **overrides}
     env = {key: value for key, value in env.items() if value is not None}
     return subprocess.run(
-        [sys.executable, "-m", "nameko", "run", "--config", "config/nameko.yaml", f"services.{service}.service"],
+        [sys.executable, "-m", "shared.run", "--config", "config/nameko.yaml", f"services.{service}.service"],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
 
 

@@ -5,6 +5,7 @@ import secrets
 
 import pytest
 
+from shared.config import MongoSettings, load_settings
 from shared.mongo import Storage, connect
 from tests.conftest import TEST_ENV
 
@@ -16,8 +17,7 @@ class Scratch(Storage):
 
 
 def _take_tickets(key, count, results):
-    client, storage = connect(Scratch, {"mongo_url": TEST_ENV["MONGO_URL"],
-                                        "mongo_db_prefix": TEST_ENV["MONGO_DB_PREFIX"]})
+    client, storage = connect(Scratch, load_settings(MongoSettings, environ=TEST_ENV))
     try:
         results.extend([storage.take_ticket("tickets", key) for _ in range(count)])
     finally:
@@ -25,8 +25,7 @@ def _take_tickets(key, count, results):
 
 
 def _claim(key, results):
-    client, storage = connect(Scratch, {"mongo_url": TEST_ENV["MONGO_URL"],
-                                        "mongo_db_prefix": TEST_ENV["MONGO_DB_PREFIX"]})
+    client, storage = connect(Scratch, load_settings(MongoSettings, environ=TEST_ENV))
     try:
         results.append(storage.claim("claims", key))
     finally:
@@ -35,8 +34,7 @@ def _claim(key, results):
 
 @pytest.fixture
 def scratch(mongo_client):
-    client, storage = connect(Scratch, {"mongo_url": TEST_ENV["MONGO_URL"],
-                                        "mongo_db_prefix": TEST_ENV["MONGO_DB_PREFIX"]})
+    client, storage = connect(Scratch, load_settings(MongoSettings, environ=TEST_ENV))
     yield storage
     client.close()
 

@@ -24,13 +24,14 @@ def delivery(provider_servers, apns_key, service_account_info, broker_admin, mon
     (directory / "apns.p8").write_text(_pem_private(apns_key))
     (directory / "fcm.json").write_text(json.dumps(service_account_info))
     vhost = f"mycepa-test-{secrets.token_hex(4)}-delivery"
-    stack = Stack(broker_admin.create_vhost(vhost), artifacts_dir / "logs" / "delivery", otp_instances=1,
-                  MONGO_DB_PREFIX=TEST_ENV["MONGO_DB_PREFIX"] + "d_",
-                  APNS_KEY_FILE=str(directory / "apns.p8"), APNS_KEY_ID=APNS_KEY_ID, APNS_TEAM_ID=APNS_TEAM_ID,
-                  APNS_TOPIC=APNS_TOPIC, APNS_URL=provider_servers.url("apns"),
-                  FCM_SERVICE_ACCOUNT_FILE=str(directory / "fcm.json"), FCM_URL=provider_servers.url("fcm"),
-                  FCM_TOKEN_URI=provider_servers.fcm_token_uri, PUSH_CA_FILE=str(provider_servers.tls.ca),
-                  PUSH_MAX_ATTEMPTS="2")
+    stack = Stack({**TEST_ENV, "AMQP_URI": broker_admin.create_vhost(vhost),
+                   "MONGO_DB_PREFIX": TEST_ENV["MONGO_DB_PREFIX"] + "d_",
+                   "APNS_KEY_FILE": str(directory / "apns.p8"), "APNS_KEY_ID": APNS_KEY_ID,
+                   "APNS_TEAM_ID": APNS_TEAM_ID, "APNS_TOPIC": APNS_TOPIC, "APNS_URL": provider_servers.url("apns"),
+                   "FCM_SERVICE_ACCOUNT_FILE": str(directory / "fcm.json"), "FCM_URL": provider_servers.url("fcm"),
+                   "FCM_TOKEN_URI": provider_servers.fcm_token_uri, "PUSH_CA_FILE": str(provider_servers.tls.ca),
+                   "PUSH_MAX_ATTEMPTS": "2"},
+                  artifacts_dir / "logs" / "delivery", otp_instances=1)
     try:
         stack.start()
         yield stack

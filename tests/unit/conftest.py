@@ -22,6 +22,7 @@ from nameko.testing.services import worker_factory
 from pymongo.errors import DuplicateKeyError
 
 from shared.config import load_settings
+from shared.repair import Repairs
 from services.otp.config import OtpSettings
 from services.otp.secrets import SecretBox
 from services.otp.service import OtpService
@@ -54,7 +55,7 @@ class FakeOtpStorage:
         self.activation_failures = set()   # "code_id#n"
         self.accounts = {}                 # username -> [device_id, ...]
         self.authenticators = {}           # device_id -> record
-        self.used_steps = set()            # "device_id#step"
+        self.used_steps = {}               # "device_id#step" -> the attempt that holds it
         self.failures = set()              # "username#epoch#n"
         self.lockouts = {}                 # username -> {_id, epoch, failures, locked_until}
 
@@ -118,7 +119,10 @@ class FakeOtpStorage:
             self.activation_codes[code_id]["used_at"] = now
         return True
 
-    def release_activation_code(self, code_id):
+    def undo_activation(self, code_id, device_id, username):
+        if device_id in self.accounts.get(username, []):
+            self.accounts[username].remove(device_id)
+        self.authenticators.pop(device_id, None)
         self.activation_claims.discard(code_id)
         if code_id in self.activation_codes:
             self.activation_codes[code_id]["used_at"] = None
@@ -141,16 +145,23 @@ class FakeOtpStorage:
                  if device_id in self.authenticators]
         return [copy.deepcopy(record) for record in found if record["status"] == ACTIVE or not active_only]
 
-    def accept_step(self, authenticator, step, now):
-        if step <= authenticator["last_step"]:
+    def accept_step(self, authenticator, step, attempt, now):
+        if step < authenticator["last_step"]:
             return False
         key = f"{authenticator['_id']}#{step}"
         if key in self.used_steps:
-            return False
-        self.used_steps.add(key)
+            return self.used_steps[key] == attempt
+        self.used_steps[key] = attempt
         stored = self.authenticators[authenticator["_id"]]
         stored["last_step"] = max(stored["last_step"], step)
         stored["last_used_at"] = now
+        return True
+
+    def release_step(self, device_id, step, attempt):
+        key = f"{device_id}#{step}"
+        if self.used_steps.get(key) != attempt:
+            return False
+        del self.used_steps[key]
         return True
 
     def revoke_authenticator(self, device_id, now):
@@ -211,6 +222,8 @@ def otp_storage():
     fake = FakeOtpStorage()
     storage = Mock(name="storage", spec=OtpStorage, wraps=fake)
     storage.fake = fake
+    # Real: a repair runs at once in memory, as it does when the database answers.
+    storage.repairs = Repairs()
     return storage
 
 

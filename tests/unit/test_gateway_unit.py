@@ -355,7 +355,9 @@ def test_login_creates_a_session_and_sets_a_strict_cookie():
 
     assert response.status_code == 200
     assert body_of(response) == {"username": "W123", "offer_remember": True}
-    worker.otp.verify.assert_called_once_with("W123", "0123456789")
+    (username, code, attempt_id), _ = worker.otp.verify.call_args
+    assert (username, code) == ("W123", "0123456789") and len(attempt_id) == 32
+    worker.abandoned.assert_not_called()
     username, device_id, now, expires_at = worker.storage.create_session.call_args.args
     assert (username, device_id) == ("W123", "dev_1")
     assert (expires_at - now).total_seconds() == 8 * 3600
@@ -363,6 +365,40 @@ def test_login_creates_a_session_and_sets_a_strict_cookie():
     assert cookie.startswith("mycepa_session=session-token;")
     for flag in ("HttpOnly", "SameSite=Strict", "Secure", "Path=/"):
         assert flag in cookie
+
+
+def test_a_login_otp_did_not_answer_in_time_gives_its_code_back():
+    # otp may have accepted the code with its answer lost: LoginAbandoned frees it.
+    worker = gateway_worker()
+    worker.otp.verify.side_effect = Unavailable("The otp service did not answer in time")
+
+    with pytest.raises(Unavailable):
+        worker.login(login_request())
+
+    (_, _, attempt_id), _ = worker.otp.verify.call_args
+    worker.abandoned.assert_called_once_with("W123", attempt_id, "unavailable")
+    worker.storage.create_session.assert_not_called()
+
+
+def test_a_session_that_cannot_be_stored_is_a_503_and_gives_the_code_back():
+    from pymongo.errors import ServerSelectionTimeoutError
+    worker = gateway_worker()
+    worker.otp.verify.return_value = {"username": "W123", "device_id": "dev_1"}
+    worker.storage.create_session.side_effect = ServerSelectionTimeoutError("no server")
+
+    with pytest.raises(Unavailable):
+        worker.login(login_request())
+
+    (_, _, attempt_id), _ = worker.otp.verify.call_args
+    worker.abandoned.assert_called_once_with("W123", attempt_id, "session_not_stored")
+
+
+def test_a_refused_code_is_not_abandoned():
+    worker = gateway_worker()
+    worker.otp.verify.side_effect = InvalidCredentials("Unknown username or wrong code")
+    with pytest.raises(InvalidCredentials):
+        worker.login(login_request())
+    worker.abandoned.assert_not_called()
 
 
 def test_login_cookie_is_not_secure_in_dev():

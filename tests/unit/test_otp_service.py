@@ -136,7 +136,7 @@ def test_verify_accepts_the_current_code(make_otp_worker):
     assert result == {"username": USER, "device_id": "dev_1"}
     worker.storage.lockout.assert_called_once_with(USER)
     worker.storage.authenticators_of.assert_called_once_with(USER)
-    (authenticator, accepted_step, _now), _ = worker.storage.accept_step.call_args
+    (authenticator, accepted_step, _attempt, _now), _ = worker.storage.accept_step.call_args
     assert (authenticator["_id"], accepted_step) == ("dev_1", step)
     worker.storage.accept_step.assert_called_once()
     worker.storage.reset_lockout.assert_called_once_with(USER, CLEAN_LOCKOUT)
@@ -166,7 +166,7 @@ def test_verify_accepts_a_code_of_the_neighbouring_step(make_otp_worker, offset)
     step = current_step() + offset
 
     assert worker.verify(USER, code_for(secret, step))["device_id"] == "dev_1"
-    (authenticator, accepted_step, _now), _ = worker.storage.accept_step.call_args
+    (authenticator, accepted_step, _attempt, _now), _ = worker.storage.accept_step.call_args
     assert (authenticator["_id"], accepted_step) == ("dev_1", step)
 
 
@@ -525,7 +525,7 @@ def test_activation_success(make_otp_worker):
     assert result["otpauth_uri"].startswith("otpauth://totp/") and "issuer=MyCepa" in result["otpauth_uri"]
     worker.storage.activation_tries_exhausted.assert_called_once_with(ANY, 5)   # OTP_ACTIVATION_MAX_TRIES
     worker.storage.claim_activation_code.assert_called_once_with("K7Q2", ANY)
-    worker.storage.release_activation_code.assert_not_called()
+    worker.storage.undo_activation.assert_not_called()
     worker.storage.count_activation_failure.assert_not_called()
     assert worker.storage.fake.activation_codes["K7Q2"]["used_at"] is not None
 
@@ -677,7 +677,7 @@ def test_losing_the_claim_race_is_expired(make_otp_worker):
     assert refused.value.message == ACTIVATION_USED
     worker.storage.claim_activation_code.assert_called_once_with("K7Q2", ANY)
     worker.storage.add_authenticator.assert_not_called()
-    worker.storage.release_activation_code.assert_not_called()   # the claim is not ours
+    worker.storage.undo_activation.assert_not_called()   # the claim is not ours
     worker.dispatch.assert_not_called()
 
 
@@ -688,10 +688,26 @@ def test_storage_failure_releases_the_claim(make_otp_worker):
     with pytest.raises(RuntimeError, match="database gone"):
         activate(worker)
 
-    worker.storage.release_activation_code.assert_called_once_with("K7Q2")
+    worker.storage.undo_activation.assert_called_once_with("K7Q2", ANY, USER)
     worker.dispatch.assert_not_called()
     # Nothing half-written: the code works again once the database is back.
     worker.storage.add_authenticator.side_effect = None
+    assert activate(worker)["username"] == USER
+
+
+def test_an_activation_push_never_heard_of_is_undone(make_otp_worker):
+    # The broker refused DeviceActivated: push would never know the device, so otp
+    # forgets it too and the activation code works again.
+    worker = activation_worker(make_otp_worker)
+    worker.dispatch.side_effect = [ConnectionResetError("broker gone"), None]
+
+    with pytest.raises(ConnectionResetError):
+        activate(worker)
+
+    (code_id, device_id, username), _ = worker.storage.undo_activation.call_args
+    assert (code_id, username) == ("K7Q2", USER)
+    assert device_id not in worker.storage.fake.authenticators
+    assert device_id not in worker.storage.fake.accounts.get(USER, [])
     assert activate(worker)["username"] == USER
 
 
@@ -911,3 +927,67 @@ def test_ping_reports_an_unreachable_database(make_otp_worker):
         worker.ping()
     worker.storage.ping.return_value = True
     assert worker.ping() == {"service": "otp"}
+
+
+# -- a login that does not answer 200 does not consume its code ------------------------
+
+ATTEMPT, OTHER_ATTEMPT = "a" * 32, "b" * 32
+
+
+def test_the_same_attempt_asking_again_is_accepted_again(make_otp_worker):
+    # An otp instance died after accepting; RabbitMQ redelivered the call to another.
+    worker = make_otp_worker()
+    code = code_for(add_authenticator(worker), current_step())
+
+    first = worker.verify(USER, code, ATTEMPT)
+    again = worker.verify(USER, code, ATTEMPT)
+
+    assert first == again == {"username": USER, "device_id": "dev_1"}
+    with pytest.raises(InvalidCredentials):           # another attempt is a replay
+        worker.verify(USER, code, OTHER_ATTEMPT)
+    assert worker.storage.fake.lockout(USER)["failures"] == 1
+
+
+def test_an_accepted_code_is_released_unless_the_success_is_delivered(make_otp_worker):
+    worker = make_otp_worker()
+    code = code_for(add_authenticator(worker), current_step())
+
+    worker.verify(USER, code, ATTEMPT)
+
+    # What the RPC entrypoint runs when the reply cannot be sent (shared/messaging.py).
+    (undo,), _ = worker.deadline.undo_unless_delivered.call_args
+    assert f"dev_1#{current_step()}" in worker.storage.fake.used_steps
+    undo()
+    assert worker.storage.fake.used_steps == {}
+    assert worker.verify(USER, code, OTHER_ATTEMPT)["device_id"] == "dev_1"
+
+
+def test_a_refused_code_registers_nothing_to_undo(make_otp_worker):
+    worker = make_otp_worker()
+    secret = add_authenticator(worker)
+
+    with pytest.raises(InvalidCredentials):
+        worker.verify(USER, wrong_code_for(secret), ATTEMPT)
+
+    worker.deadline.undo_unless_delivered.assert_not_called()
+
+
+def test_login_abandoned_releases_that_attempts_code_only(make_otp_worker):
+    worker = make_otp_worker()
+    secret = add_authenticator(worker)
+    add_authenticator(worker, "dev_2", secret=secret)
+    step = current_step()
+    worker.verify(USER, code_for(secret, step), ATTEMPT)
+    worker.storage.fake.used_steps[f"dev_2#{step - 1}"] = OTHER_ATTEMPT
+
+    worker.on_login_abandoned(events.build_event(events.LoginAbandoned, username=USER, attempt_id=ATTEMPT,
+                                                 reason="unavailable"))
+
+    assert worker.storage.fake.used_steps == {f"dev_2#{step - 1}": OTHER_ATTEMPT}
+    assert worker.verify(USER, code_for(secret, step), OTHER_ATTEMPT)["device_id"] == "dev_1"
+
+
+def test_a_malformed_login_abandoned_is_dropped(make_otp_worker):
+    worker = make_otp_worker()
+    worker.on_login_abandoned({"username": USER})
+    worker.storage.authenticators_of.assert_not_called()

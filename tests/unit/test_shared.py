@@ -27,7 +27,8 @@ ADMIN_TOKEN = "a" * 32
 
 def test_defaults_apply_when_the_environment_is_silent():
     settings = load_settings(MongoSettings, environ={})
-    assert settings == {"mongo_url": "mongodb://127.0.0.1:27017/", "mongo_db_prefix": "mycepa_"}
+    assert settings == {"mongo_url": "mongodb://127.0.0.1:27017/", "mongo_db_prefix": "mycepa_",
+                        "mongo_timeout_seconds": 5.0}
 
 
 def test_values_come_from_the_given_mapping_not_os_environ():
@@ -232,7 +233,7 @@ def test_parse_event_refuses_a_malformed_payload():
 
 def test_every_event_has_a_unique_name_and_a_known_source():
     names = [event.name for event in events.ALL_EVENTS]
-    assert len(names) == len(set(names)) == 12
+    assert len(names) == len(set(names)) == 13
     for event in events.ALL_EVENTS:
         assert event.name == event.__name__
         assert event.source in (events.OTP, events.PUSH, events.GATEWAY)

@@ -1,0 +1,133 @@
+"""The services as real processes (`python -m shared.run`, as `make up` runs them), and
+RabbitMQ vhosts made through the management API, for the tests and the tools."""
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+import urllib.parse
+from pathlib import Path
+
+import requests
+
+from harness.net import free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def vhost_uri(broker_uri, vhost):
+    parts = urllib.parse.urlsplit(broker_uri)
+    return urllib.parse.urlunsplit(parts._replace(path="/" + urllib.parse.quote(vhost, safe="")))
+
+
+class BrokerAdmin:
+    """Vhosts made and removed through RabbitMQ's management API."""
+
+    def __init__(self, api_uri, broker_uri):
+        api = urllib.parse.urlsplit(api_uri.rstrip("/"))
+        self.broker_uri = broker_uri
+        self.session = requests.Session()
+        self.session.auth = (api.username or "guest", api.password or "guest")
+        self.base = urllib.parse.urlunsplit(api._replace(netloc=api.hostname + (f":{api.port}" if api.port else "")))
+
+    def create_vhost(self, vhost):
+        name = urllib.parse.quote(vhost, safe="")
+        self.session.put(f"{self.base}/api/vhosts/{name}", timeout=10).raise_for_status()
+        self.session.put(f"{self.base}/api/permissions/{name}/{self.session.auth[0]}", timeout=10,
+                         json={"configure": ".*", "write": ".*", "read": ".*"}).raise_for_status()
+        return vhost_uri(self.broker_uri, vhost)
+
+    def delete_vhost(self, vhost):
+        self.session.delete(f"{self.base}/api/vhosts/{urllib.parse.quote(vhost, safe='')}", timeout=10)
+
+
+class Stack:
+    """otp (N instances), push and gateway as processes on their own port and settings.
+
+    `env` holds the services' settings (database prefix, broker URI, secrets, ...). A
+    process is named `service-index` (otp-1, otp-2, push-1, gateway-1) and logs to
+    `log_dir/name.log`.
+    """
+
+    def __init__(self, env, log_dir, otp_instances=2, push_instances=1):
+        self.port = free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        self.admin_token = env["MYCEPA_ADMIN_TOKEN"]
+        self.env = {**os.environ, **env, "GATEWAY_BIND": f"127.0.0.1:{self.port}",
+                    "MYCEPA_PUBLIC_URL": f"http://127.0.0.1:{self.port}", "PYTHONUNBUFFERED": "1"}
+        self.log_dir = Path(log_dir)
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        self.processes = {}
+        self.names = ([f"otp-{i}" for i in range(1, otp_instances + 1)]
+                      + [f"push-{i}" for i in range(1, push_instances + 1)] + ["gateway-1"])
+
+    def start(self):
+        for name in self.names:
+            self.start_process(name)
+        self.wait_ready()
+        return self
+
+    def start_process(self, name):
+        service = name.split("-")[0]
+        log = open(self.log_dir / f"{name}.log", "ab")
+        self.processes[name] = subprocess.Popen(
+            [sys.executable, "-m", "shared.run", "--config", "config/nameko.yaml", f"services.{service}.service"],
+            cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT)
+
+    def ready(self):
+        try:
+            return requests.get(self.base_url + "/readyz", timeout=3).status_code == 200
+        except requests.RequestException:
+            return False
+
+    def wait_ready(self, timeout=60):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            for name, process in self.processes.items():
+                if process.poll() is not None:
+                    raise RuntimeError(f"{name} exited: see {self.log_dir / (name + '.log')}")
+            if self.ready():
+                return
+            time.sleep(0.3)
+        raise RuntimeError(f"stack not ready in {timeout}s; logs in {self.log_dir}")
+
+    def exited(self):
+        """{name: exit code} of the processes that are no longer running."""
+        return {name: process.returncode for name, process in self.processes.items() if process.poll() is not None}
+
+    def signal(self, prefix, signum):
+        for name, process in self.processes.items():
+            if name.startswith(prefix) and process.poll() is None:
+                process.send_signal(signum)
+
+    def pause(self, prefix):
+        """Freeze the processes whose name starts with `prefix` (a hung service)."""
+        self.signal(prefix, signal.SIGSTOP)
+
+    def resume(self, prefix):
+        self.signal(prefix, signal.SIGCONT)
+
+    def stop(self):
+        for process in self.processes.values():
+            if process.poll() is None:
+                process.send_signal(signal.SIGCONT)
+                process.terminate()
+        for process in self.processes.values():
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+    def logs(self):
+        return "\n".join((self.log_dir / f"{name}.log").read_text(errors="replace") for name in self.names)
+
+    def make_user(self, username=None, platform="poll", push_token=None, device_name="Test phone"):
+        """An activated Device of a fresh werkboeknummer."""
+        from clients.device import Device, create_activation
+        username = username or f"W{secrets.randbelow(10**9):09d}"
+        activation = create_activation(self.base_url, self.admin_token, username)
+        device = Device.new(self.base_url)
+        device.activate(activation["activation_code"], platform=platform, push_token=push_token,
+                        device_name=device_name)
+        return device
