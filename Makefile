@@ -4,7 +4,7 @@ PYTHON ?= python3.11
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: run up down test bench venv clean
+.PHONY: run up down test bench chaos venv clean
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "Python 3.11 is required ($(PYTHON) not found)"; exit 1; }
@@ -34,6 +34,12 @@ test: $(STAMP)
 bench: up
 	@source <(scripts/stack.sh env --raw) && $(VENV)/bin/python scripts/bench.py $(BENCH_ARGS) \
 		&& $(VENV)/bin/python scripts/bench_push.py $(BENCH_PUSH_ARGS)
+
+# Faults injected one after another under load, on a stack and servers of its own
+# (scripts/chaos.py); prints a table and fails when a fault costs a 5xx, a login or > 5 s.
+chaos: $(STAMP)
+	@scripts/infra.sh build-ferretdb
+	@$(VENV)/bin/python scripts/chaos.py $(CHAOS_ARGS)
 
 clean: down
 	rm -rf .data $(VENV)

@@ -57,12 +57,13 @@ class CodeAttempt:
 class CodeLogins:
     """`clients` threads, each logging in its own users one after another with the code
     of the step after the current one (valid for the next minute and more, long enough to
-    retry it after a fault). A user logs in at most once per 30-second step."""
+    retry it after a fault), at most `rate` logins a second in all. A user logs in at
+    most once per 30-second step, so `rate` needs about 30 x rate users."""
 
-    def __init__(self, base_url, users, clients=8, pause=0.0):
+    def __init__(self, base_url, users, clients=8, rate=None):
         self.base_url = base_url
         self.groups = [users[index::clients] for index in range(clients)]
-        self.pause = pause
+        self.interval = clients / rate if rate else 0.0
         self.attempts = []
         self.lock = threading.Lock()
         self.stopping = threading.Event()
@@ -91,13 +92,13 @@ class CodeLogins:
             for device in ready:
                 if self.stopping.is_set():
                     return
+                started = time.monotonic()
                 device.last_login_step = step
                 attempt = CodeAttempt(device.username, device.code(step_offset=1))
                 with self.lock:
                     self.attempts.append(attempt)
                 self.try_code(session, attempt)
-                if self.pause:
-                    time.sleep(self.pause)
+                self.stopping.wait(max(0.0, self.interval - (time.monotonic() - started)))
 
     def try_code(self, session, attempt):
         outcome = outcome_of(lambda: session.post(f"{self.base_url}/api/login", timeout=CODE_TIMEOUT,
@@ -145,6 +146,14 @@ def remember_browser(base_url, device):
     browser.post(f"{base_url}/api/remember", timeout=CODE_TIMEOUT).raise_for_status()
     browser.post(f"{base_url}/api/logout", timeout=CODE_TIMEOUT)
     return browser
+
+
+def another_tab(browser):
+    """A browser with the same saved username (cookies) but a push request of its own:
+    each push request is bound to the browser that made it by a cookie of its own."""
+    tab = requests.Session()
+    tab.cookies.update(browser.cookies)
+    return tab
 
 
 @dataclass

@@ -13,7 +13,7 @@ import pytest
 import requests
 
 from harness.infra import Infra
-from harness.load import CodeLogins, make_users, push_login, remember_browser
+from harness.load import CodeLogins, another_tab, make_users, push_login, remember_browser
 from harness.stack import Stack
 from tests.conftest import RUN_ID, TEST_ENV
 
@@ -41,8 +41,8 @@ def faulty(infra, artifacts_dir):
 
 @pytest.fixture(scope="module")
 def users(faulty):
-    """16 for code logins under load, 10 more for the database fault, 6 for push."""
-    return make_users(faulty.base_url, faulty.admin_token, 32, prefix=f"F{RUN_ID[:4]}")
+    """Three groups of 60 for code logins under load (4 a second for 15 s each), 6 for push."""
+    return make_users(faulty.base_url, faulty.admin_token, 186, prefix=f"F{RUN_ID[:4]}")
 
 
 def all_alive(stack):
@@ -69,7 +69,7 @@ def assert_no_lost_logins(load):
 
 
 def test_a_broker_restart_with_calls_in_flight_leaves_every_service_serving(faulty, infra, users):
-    load = CodeLogins(faulty.base_url, users[:16], clients=4).start()
+    load = CodeLogins(faulty.base_url, users[:60], clients=4, rate=4).start()
     try:
         time.sleep(1.5)
         infra.stop("rabbitmq")
@@ -93,7 +93,7 @@ def test_a_broker_restart_with_calls_in_flight_leaves_every_service_serving(faul
 
 
 def test_a_login_in_flight_when_the_database_stops_keeps_its_code(faulty, infra, users):
-    load = CodeLogins(faulty.base_url, users[16:26], clients=4).start()
+    load = CodeLogins(faulty.base_url, users[60:120], clients=4, rate=4).start()
     try:
         time.sleep(1.5)
         infra.stop("mongo")
@@ -112,7 +112,7 @@ def test_a_login_in_flight_when_the_database_stops_keeps_its_code(faulty, infra,
 
 
 def test_sigterm_of_the_gateway_under_load_answers_no_5xx_and_loses_no_login(faulty, users):
-    load = CodeLogins(faulty.base_url, users[:16], clients=4).start()
+    load = CodeLogins(faulty.base_url, users[120:180], clients=4, rate=6).start()
     try:
         time.sleep(1.5)
         gateway = faulty.processes["gateway-1"]
@@ -153,11 +153,11 @@ def test_a_push_login_whose_request_was_in_a_killed_push_process_completes(fault
 def test_waiting_browsers_do_not_hold_the_workers_of_logins_and_health_checks(faulty, users):
     # 60 browsers wait for an answer that does not come; 40 may wait (LONG_POLL_MAX), the
     # others get the current status at once. Meanwhile health checks and logins answer fast.
-    waiting_users = users[26:29]
+    waiting_users = users[180:183]
     browsers = [remember_browser(faulty.base_url, device) for device in waiting_users]
     requests_made = []
     for index in range(60):
-        browser = browsers[index % len(browsers)]
+        browser = another_tab(browsers[index % len(browsers)])
         answer = browser.post(f"{faulty.base_url}/api/login/push", timeout=10)
         assert answer.status_code == 202, answer.text
         requests_made.append((browser, answer.json()["request_id"]))
@@ -173,7 +173,7 @@ def test_waiting_browsers_do_not_hold_the_workers_of_logins_and_health_checks(fa
         thread.start()
     time.sleep(1.5)
     health, login = [], []
-    for device in users[:8]:
+    for device in users[:8]:   # 200, or 401 for a code the load used: how fast it answers is what counts
         started = time.monotonic()
         assert requests.get(f"{faulty.base_url}/healthz", timeout=5).status_code == 200
         health.append(time.monotonic() - started)

@@ -1,5 +1,6 @@
 """The push service's challenge flow on the real RabbitMQ and FerretDB: a LoginRequested
 delivered twice makes one challenge and notifies each device once."""
+import time
 import uuid
 from datetime import timedelta
 
@@ -177,4 +178,9 @@ def test_every_pending_challenge_expires_even_without_its_sweep_entry(with_outco
             purge()
 
     assert Outcomes.seen == [("LoginExpired", request["request_id"])]
+    # The event goes out before the status is written (push/service.py `_announce`).
+    for _ in range(40):
+        if db.challenges.find_one({"_id": challenge_id})["status"] == "expired":
+            break
+        time.sleep(0.05)
     assert db.challenges.find_one({"_id": challenge_id})["status"] == "expired"
