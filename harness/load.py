@@ -70,6 +70,7 @@ class CodeLogins:
         self.threads = []
 
     def start(self):
+        self.started = time.monotonic()
         self.threads = [threading.Thread(target=self._client, args=(group,), daemon=True) for group in self.groups]
         for thread in self.threads:
             thread.start()
@@ -94,7 +95,9 @@ class CodeLogins:
                     return
                 started = time.monotonic()
                 device.last_login_step = step
-                attempt = CodeAttempt(device.username, device.code(step_offset=1))
+                # The code of the step after `step` (not after "now", which may already be
+                # the next step: two logins would then share a code).
+                attempt = CodeAttempt(device.username, device.code(at=(step + 1) * 30 + 1))
                 with self.lock:
                     self.attempts.append(attempt)
                 self.try_code(session, attempt)
@@ -129,7 +132,8 @@ class CodeLogins:
                 "5xx": sum(count for status, count in statuses.items() if isinstance(status, int) and status >= 500
                            and status != 503),
                 "503": statuses.get(503, 0), "lost": len(lost), "double": len(double),
-                "lost_codes": [(a.username, [o for _, o in a.outcomes]) for a in lost][:5]}
+                "lost_codes": [(a.username, [(round(t - self.started, 1), o) for t, o in a.outcomes])
+                               for a in lost][:5]}
 
     def first_ok_after(self, moment):
         """The first monotonic time after `moment` at which a login was answered 200."""

@@ -16,6 +16,15 @@ from harness.net import free_port
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def running(pid):
+    """The process exists and is not a zombie (killed, not yet reaped by its parent)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rpartition(")")[2].split()[0] != "Z"
+    except OSError:
+        return False
+
+
 def vhost_uri(broker_uri, vhost):
     parts = urllib.parse.urlsplit(broker_uri)
     return urllib.parse.urlunsplit(parts._replace(path="/" + urllib.parse.quote(vhost, safe="")))

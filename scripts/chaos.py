@@ -38,6 +38,7 @@ sys.path.insert(0, str(ROOT))
 from harness.infra import Infra  # noqa: E402
 from harness.load import CodeLogins, another_tab, make_users, push_login, remember_browser  # noqa: E402
 from harness.net import free_port  # noqa: E402
+from harness.stack import running  # noqa: E402
 
 RECOVERY_TARGET = 5.0
 LATENCY_TARGET = 0.100
@@ -58,12 +59,14 @@ class ChaosStack:
                     "MYCEPA_DATA": str(self.data), "AMQP_URI": infra.amqp_uri, "MONGO_URL": infra.mongo_url,
                     "GATEWAY_BIND": f"127.0.0.1:{self.port}", "MYCEPA_PUBLIC_URL": self.base_url,
                     "MONGO_DB_PREFIX": "chaos_", "OTP_INSTANCES": str(otp_instances),
-                    # Each push user asks many times in a run; the real limit is a user's.
-                    "PUSH_RATE_LIMIT": "100"}
+                    # Each push user asks many times a minute here; people do not.
+                    "PUSH_RATE_LIMIT": "100", "PUSH_RATE_WINDOW_SECONDS": "60"}
 
     def script(self, *args):
-        subprocess.run([str(ROOT / "scripts" / "stack.sh"), *args], env=self.env, check=True,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=180)
+        done = subprocess.run([str(ROOT / "scripts" / "stack.sh"), *args], env=self.env, capture_output=True,
+                              text=True, timeout=180)
+        if done.returncode:
+            raise RuntimeError(f"scripts/stack.sh {' '.join(args)} failed:\n{done.stdout}{done.stderr}")
 
     def up(self):
         self.script("up")
@@ -80,15 +83,15 @@ class ChaosStack:
 
     def alive(self):
         """{name: pid} of the instances whose pid file names a running process."""
-        running = {}
+        alive = {}
         for path in (self.data / "run").glob("*-[0-9].pid"):
             try:
                 pid = int(path.read_text())
-                os.kill(pid, 0)
-                running[path.stem] = pid
             except (OSError, ValueError):
-                pass
-        return running
+                continue
+            if running(pid):
+                alive[path.stem] = pid
+        return alive
 
     def ready(self):
         try:
@@ -101,16 +104,16 @@ class ChaosStack:
 
 
 class PushLoad:
-    """Push logins one after another per user, each to its end (approved, or why not)."""
+    """Push logins one after another per user, each to its end (approved, or why not).
+    The browsers save their usernames once; each fault starts and stops the load."""
 
-    def __init__(self, base_url, users, on_requested=None):
+    def __init__(self, base_url, users):
         self.base_url = base_url
         self.pairs = [(device, remember_browser(base_url, device)) for device in users]
-        self.on_requested = on_requested
-        self.attempts = []
-        self.stopping = threading.Event()
 
     def start(self):
+        self.attempts = []
+        self.stopping = threading.Event()
         self.threads = [threading.Thread(target=self._run, args=pair, daemon=True) for pair in self.pairs]
         for thread in self.threads:
             thread.start()
@@ -118,7 +121,7 @@ class PushLoad:
 
     def _run(self, device, browser):
         while not self.stopping.is_set():
-            self.attempts.append(push_login(self.base_url, device, browser, on_requested=self.on_requested))
+            self.attempts.append(push_login(self.base_url, device, browser))
 
     def stop(self):
         self.stopping.set()
@@ -130,22 +133,21 @@ class PushLoad:
         return {"push": len(outcomes), "push_failed": [o for o in outcomes if o != "approved"]}
 
 
-def run_fault(name, stack, code_users, push_users, inject, clients, settle_seconds=3.0):
+def run_fault(name, stack, code_users, push_load, inject, clients, rate, settle_seconds=3.0):
     """Load, inject, load on, then settle every code; one row of the table."""
     say(f"{name}: load on, injecting...")
-    code_load = CodeLogins(stack.base_url, code_users, clients=clients).start()
-    push_load = PushLoad(stack.base_url, push_users).start() if push_users else None
+    code_load = CodeLogins(stack.base_url, code_users, clients=clients, rate=rate).start()
+    push_load.start()
     time.sleep(2.0)
     extra = {}
     returned = inject(stack, extra)
     time.sleep(settle_seconds)
     code_load.stop()
-    if push_load:
-        push_load.stop()
+    push_load.stop()
     code_load.settle()
-    row = {"fault": name, **code_load.summary(), **(push_load.summary() if push_load else {"push": 0,
-                                                                                         "push_failed": []}),
-           **extra}
+    row = {"fault": name, **code_load.summary(), **push_load.summary(), **extra}
+    row["lost_history"] = {a.username: [(round(t - code_load.started, 2), o) for t, o in a.outcomes]
+                           for a in code_load.attempts if not a.answered_ok}
     first_ok = code_load.first_ok_after(returned) if returned is not None else None
     row["recovery"] = None if returned is None else (round(first_ok - returned, 2) if first_ok else float("inf"))
     row["exited"] = sorted(set(EXPECTED) - set(stack.alive()))
@@ -157,9 +159,11 @@ EXPECTED = ("otp-1", "otp-2", "push-1", "gateway-1")
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--users", type=int, default=800, help="code-login users (each logs in once per 30 s)")
+    parser.add_argument("--rate", type=float, default=40, help="code logins a second, at most")
     parser.add_argument("--clients", type=int, default=8, help="code-login clients")
     parser.add_argument("--push-users", type=int, default=3)
+    parser.add_argument("--only", help="comma-separated faults to run, by the first word of their name "
+                                       "(rabbitmq, database, otp-2, push, gateway, 200)")
     parser.add_argument("--json", help="also write the rows as JSON here")
     args = parser.parse_args()
 
@@ -171,12 +175,16 @@ def main():
     try:
         say("starting otp x2, push, gateway with scripts/stack.sh...")
         stack = ChaosStack(data, infra).up()
-        say(f"activating {args.users + args.push_users + 14} users...")
-        users = make_users(stack.base_url, stack.admin_token, args.users + args.push_users + 14, prefix="C")
-        code_users, push_users, probe_users = (users[:args.users], users[args.users:args.users + args.push_users],
-                                               users[args.users + args.push_users:])
-        rows = [run_fault(name, stack, code_users, push_users, inject, args.clients)
-                for name, inject in faults(infra, probe_users)]
+        # A user logs in once per 30-second step: 30 users per login a second, and more.
+        code_count = int(args.rate * 32)
+        say(f"activating {code_count + args.push_users + 24} users...")
+        users = make_users(stack.base_url, stack.admin_token, code_count + args.push_users + 24, prefix="C")
+        code_users, push_users, probe_users = (users[:code_count], users[code_count:code_count + args.push_users],
+                                               users[code_count + args.push_users:])
+        push_load = PushLoad(stack.base_url, push_users)
+        chosen = args.only.split(",") if args.only else None
+        rows = [run_fault(name, stack, code_users, push_load, inject, args.clients, args.rate)
+                for name, inject in faults(infra, probe_users) if chosen is None or name.split()[0] in chosen]
     finally:
         if stack:
             stack.down()
@@ -229,12 +237,27 @@ def faults(infra, probe_users):
         stopping = time.monotonic()
         os.kill(old, signal.SIGTERM)
         stack.script("up")   # must start the successor, not wait on the one that is exiting
-        while _alive(old):
+        while running(old):
             time.sleep(0.05)
         extra["old_gateway_stopped_s"] = round(time.monotonic() - stopping, 2)
         return stopping
 
+    def probe(stack, devices):
+        """Worst /healthz and code-login answer times (ms) over `devices`' logins."""
+        health, login = [], []
+        for device in devices:
+            started = time.monotonic()
+            requests.get(f"{stack.base_url}/healthz", timeout=5)
+            health.append(time.monotonic() - started)
+            started = time.monotonic()
+            answer = requests.post(f"{stack.base_url}/api/login", timeout=5,
+                                   json={"username": device.username, "password": device.code()})
+            login.append(time.monotonic() - started if answer.status_code == 200 else float("inf"))
+            time.sleep(0.2)
+        return round(max(health) * 1000, 1), round(max(login) * 1000, 1)
+
     def long_polls(stack, extra):
+        extra["before_healthz_ms"], extra["before_login_ms"] = probe(stack, probe_users[4:14])
         browsers = [remember_browser(stack.base_url, device) for device in probe_users[1:4]]
         waiting = []
         for index in range(200):
@@ -247,32 +270,14 @@ def faults(infra, probe_users):
         for thread in threads:
             thread.start()
         time.sleep(2)
-        health, login = [], []
-        for device in probe_users[4:]:
-            started = time.monotonic()
-            requests.get(f"{stack.base_url}/healthz", timeout=5)
-            health.append(time.monotonic() - started)
-            started = time.monotonic()
-            answer = requests.post(f"{stack.base_url}/api/login", timeout=5,
-                                   json={"username": device.username, "password": device.code()})
-            login.append(time.monotonic() - started if answer.status_code == 200 else float("inf"))
-            time.sleep(0.2)
-        extra.update(waiting=len(waiting), healthz_max_ms=round(max(health) * 1000, 1),
-                     login_max_ms=round(max(login) * 1000, 1))
+        extra["waiting"] = len(waiting)
+        extra["healthz_max_ms"], extra["login_max_ms"] = probe(stack, probe_users[14:24])
         for thread in threads:
             thread.join()
         return None
 
     return [("rabbitmq stop 10 s", broker), ("database stop 6 s", database), ("otp-2 kill -9", kill_otp),
             ("push kill -9", kill_push), ("gateway SIGTERM", sigterm_gateway), ("200 long polls", long_polls)]
-
-
-def _alive(pid):
-    try:
-        os.kill(pid, 0)
-        return True
-    except OSError:
-        return False
 
 
 def verdicts(rows):
@@ -303,7 +308,8 @@ def print_table(rows):
     for row in rows:
         statuses = row["statuses"]
         notes = []
-        for key in ("push_killed", "old_gateway_stopped_s", "waiting", "healthz_max_ms", "login_max_ms"):
+        for key in ("push_killed", "old_gateway_stopped_s", "waiting", "before_healthz_ms", "before_login_ms",
+                    "healthz_max_ms", "login_max_ms"):
             if key in row:
                 notes.append(f"{key}={row[key]}")
         lines.append([row["fault"], row["requests"], statuses.get(200, 0), statuses.get(401, 0) + statuses.get(423, 0),

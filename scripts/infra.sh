@@ -23,6 +23,7 @@ export RABBITMQ_NODENAME=${RABBITMQ_NODENAME:-mycepa@localhost}
 mkdir -p "$LOGS" "$RUN"
 
 say() { printf '[infra] %s\n' "$*"; }
+. scripts/lib.sh
 listening() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 rabbit_env() {
@@ -76,7 +77,7 @@ CONF
     if rabbit_env /usr/lib/rabbitmq/bin/rabbitmqctl -q await_startup --timeout 60 >/dev/null 2>&1; then
       started=yes; break
     fi
-    kill -0 "$launcher" 2>/dev/null || break
+    running "$launcher" || break
     sleep 1
   done
   if [ -z "$started" ]; then
@@ -136,9 +137,9 @@ stop_pid() {  # stop_pid NAME: the process we started, by its pid file
   local file="$RUN/$1.pid"
   [ -f "$file" ] || return 0
   local pid; pid=$(cat "$file")
-  if kill -0 "$pid" 2>/dev/null; then
+  if running "$pid"; then
     kill "$pid" 2>/dev/null || true
-    for _ in $(seq 1 300); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    for _ in $(seq 1 300); do running "$pid" || break; sleep 0.1; done
     kill -9 "$pid" 2>/dev/null || true
   fi
   rm -f "$file"

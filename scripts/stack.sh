@@ -17,6 +17,7 @@ VENV=${VENV:-$ROOT/.venv}
 mkdir -p "$RUN" "$LOGS"
 
 say() { printf '[stack] %s\n' "$*"; }
+. scripts/lib.sh
 
 # Secrets the services need, generated once into .data/mycepa.env unless the environment
 # already has them. There is no built-in admin token.
@@ -39,7 +40,7 @@ load_env() {
   export PYTHONUNBUFFERED=1
 }
 
-alive() { [ -f "$1" ] && kill -0 "$(cat "$1" 2>/dev/null)" 2>/dev/null; }
+alive() { [ -f "$1" ] && running "$(cat "$1" 2>/dev/null)"; }
 
 start_service() {  # start_service NAME INDEX
   local name=$1 index=$2 pidfile="$RUN/$1-$2.pid"
@@ -64,14 +65,14 @@ PY
     then say "ready: $url"; return 0; fi
     for pidfile in "$RUN"/{otp,push,gateway}-[0-9]*.pid; do
       [ -f "$pidfile" ] || continue
-      if ! kill -0 "$(cat "$pidfile")" 2>/dev/null; then
+      if ! running "$(cat "$pidfile")"; then
         local log; log="$LOGS/$(basename "$pidfile" .pid).log"
         say "$(basename "$pidfile" .pid) exited; last lines of $log:"; tail -15 "$log" >&2; exit 1
       fi
     done
     sleep 0.5
   done
-  say "the stack did not become ready within 60 s; logs are in .data/logs/"; exit 1
+  say "the stack did not become ready within 60 s; logs are in ${LOGS#$ROOT/}/"; exit 1
 }
 
 stop_services() {  # SIGTERM to all, then wait: each finishes its work (at most 10 s) at once
@@ -79,10 +80,10 @@ stop_services() {  # SIGTERM to all, then wait: each finishes its work (at most 
   for pidfile in "$RUN"/gateway-*.pid* "$RUN"/otp-*.pid* "$RUN"/push-*.pid*; do
     [ -f "$pidfile" ] || continue
     pid=$(cat "$pidfile")
-    if kill -0 "$pid" 2>/dev/null; then kill "$pid" 2>/dev/null || true; pids+=("$pid"); fi
+    if running "$pid"; then kill "$pid" 2>/dev/null || true; pids+=("$pid"); fi
   done
   for pid in "${pids[@]}"; do
-    for _ in $(seq 1 120); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    for _ in $(seq 1 120); do running "$pid" || break; sleep 0.1; done
     kill -9 "$pid" 2>/dev/null && say "pid $pid did not stop within 12 s: killed" || true
   done
   [ ${#pids[@]} -eq 0 ] || say "stopped ${#pids[@]} service process(es)"
@@ -96,7 +97,7 @@ case "${1:-}" in
     for i in $(seq 1 "${OTP_INSTANCES:-1}"); do start_service otp "$i"; done
     for i in $(seq 1 "${PUSH_INSTANCES:-1}"); do start_service push "$i"; done
     start_service gateway 1
-    say "otp x${OTP_INSTANCES:-1}, push x${PUSH_INSTANCES:-1}, gateway x1 started (logs: .data/logs/)"
+    say "otp x${OTP_INSTANCES:-1}, push x${PUSH_INSTANCES:-1}, gateway x1 started (logs: ${LOGS#$ROOT/}/)"
     wait_ready ;;
   down) stop_services; scripts/infra.sh down ;;
   stop-services) stop_services ;;

@@ -16,6 +16,7 @@ answer nobody received leaves nothing behind.
 import logging
 import time
 
+import eventlet
 from nameko.extensions import DependencyProvider
 
 from shared.errors import Unavailable
@@ -63,7 +64,9 @@ def run_undo_actions(worker_ctx):
     must survive a dead database retries by itself, shared/repair.py)."""
     for action in getattr(worker_ctx, _UNDO, None) or ():
         try:
-            action()
+            # In a greenthread of its own: the call's database timeout (shared/mongo.py)
+            # has usually run out by now, and the undo must not inherit it.
+            eventlet.spawn(action).wait()
         except Exception as error:  # never let an undo crash the entrypoint that runs it
             log.error("undoing an unanswered call failed: %s", type(error).__name__)
     setattr(worker_ctx, _UNDO, [])

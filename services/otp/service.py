@@ -205,11 +205,11 @@ class OtpService:
             log.error("dropping malformed LoginAbandoned event")
             return
         current = secrets.time_step(utcnow())
-        for authenticator in self.storage.authenticators_of(event["username"]):
-            for step in range(current - secrets.RELEASE_LOOKBACK_STEPS, current + secrets.WINDOW + 1):
-                if self.storage.release_step(authenticator["_id"], step, event["attempt_id"]):
-                    log.info("released a code of %s: its login did not answer (%s)", event["username"],
-                             event["reason"])
+        released = sum(self.storage.release_step(authenticator["_id"], step, event["attempt_id"])
+                       for authenticator in self.storage.authenticators_of(event["username"])
+                       for step in range(current - secrets.RELEASE_LOOKBACK_STEPS, current + secrets.WINDOW + 1))
+        log.info("a login of %s was abandoned (%s): %s", event["username"], event["reason"],
+                 "its code released" if released else "no code of it was accepted")
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def list_devices(self, username):

@@ -108,8 +108,11 @@ class OtpStorage(Storage):
             self.db.authenticators.update_one({"_id": authenticator["_id"]},
                                               {"$max": {"last_step": step}, "$set": {"last_used_at": now}})
         except PyMongoError:
-            self.repairs.later("releasing a code accepted while the database failed",
-                               partial(self.release_step, authenticator["_id"], step, attempt), first_delay=0.5)
+            # The server may still apply an insert the client stopped waiting for: look
+            # again a few times, not once.
+            for delay in (0.5, 2.0, 5.0):
+                self.repairs.later("releasing a code accepted while the database failed",
+                                   partial(self.release_step, authenticator["_id"], step, attempt), first_delay=delay)
             raise
         return True
 

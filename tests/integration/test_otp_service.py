@@ -1,6 +1,7 @@
 """The otp service in a nameko container on the real RabbitMQ and FerretDB, driven
 through its entrypoints with `entrypoint_hook`; its events caught by a real listener."""
 import pytest
+from nameko.standalone.events import event_dispatcher
 from nameko.testing.services import entrypoint_hook, entrypoint_waiter
 
 from clients.device import Device
@@ -75,3 +76,26 @@ def test_failures_lock_the_account_through_the_entrypoints(services):
     with entrypoint_hook(otp, "unlock") as unlock:
         assert unlock("W7000002") == {"username": "W7000002", "was_locked": True}
         assert unlock("W7000002") == {"username": "W7000002", "was_locked": False}
+
+
+def test_a_login_abandoned_by_the_gateway_gives_the_code_back(services, rabbit_config):
+    # otp accepted the code, but the gateway never answered 200 (its answer came too
+    # late, or the session could not be stored): LoginAbandoned makes the code usable.
+    otp, _ = services
+    with entrypoint_hook(otp, "create_activation") as create_activation:
+        activation = create_activation("W7000003")
+    device = Device.new("unused")
+    with entrypoint_hook(otp, "activate_device") as activate:
+        device.secret = activate(activation["activation_code"], device.public_key_pem, "poll", "Phone")["otp"]["secret"]
+    code, attempt = device.code(), "c" * 32
+    with entrypoint_hook(otp, "verify") as verify:
+        verify("W7000003", code, attempt)
+
+    dispatch = event_dispatcher(rabbit_config)
+    with entrypoint_waiter(otp, "on_login_abandoned"):
+        dispatch(events.LoginAbandoned.source, events.LoginAbandoned.name,
+                 events.build_event(events.LoginAbandoned, username="W7000003", attempt_id=attempt,
+                                    reason="unavailable"))
+
+    with entrypoint_hook(otp, "verify") as verify:
+        assert verify("W7000003", code, "d" * 32)["username"] == "W7000003"

@@ -571,10 +571,16 @@
     var troubles = 0;
     function again() {
       if (state.push !== attempt) return;
+      var asked = performance.now();
       api("GET", "/api/login/push/" + encodeURIComponent(attempt.id) + "?wait=" + POLL_WAIT_SECONDS,
           undefined, attempt.controller.signal).then(function (result) {
         if (state.push !== attempt) return;
-        if (result.status === 200 && result.data && result.data.status === "pending") { troubles = 0; return again(); }
+        if (result.status === 200 && result.data && result.data.status === "pending") {
+          troubles = 0;
+          // A busy server answers "pending" at once instead of waiting: ask again in a
+          // second rather than at once.
+          return performance.now() - asked < 1000 ? sleep(1000).then(again) : again();
+        }
         if (result.status === 200 && result.data) return finish(attempt, result.data.status);
         if (result.status === 404) return finish(attempt, "lost");
         troubled();
