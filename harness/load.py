@@ -229,8 +229,10 @@ def push_login(base_url, device, browser, on_requested=None, give_up_after=60.0)
         state = status.json().get("status")
         if state != "pending":
             attempt.outcome = state
-            if state == "approved" and browser.get(f"{base_url}/api/me", timeout=CODE_TIMEOUT).status_code != 200:
-                attempt.outcome = "failed: approved without a session"
+            if state == "approved":
+                me = retrying("me", lambda: browser.get(f"{base_url}/api/me", timeout=CODE_TIMEOUT))
+                if me is None or me.status_code != 200:
+                    attempt.outcome = "failed: approved without a session"
             return attempt
     attempt.outcome = attempt.outcome or "failed: never settled"
     return attempt

@@ -31,7 +31,7 @@ from nameko.constants import (
 )
 from nameko.messaging import QueueConsumer
 
-from shared.deadline import CONTEXT_KEY, run_undo_actions, seconds_left
+from shared.deadline import CONTEXT_KEY, REPLY_MARGIN_SECONDS, run_undo_actions, seconds_left
 from shared.errors import Unavailable, unavailable_from
 
 log = logging.getLogger(__name__)
@@ -54,10 +54,15 @@ class BoundedPublisher(Publisher):
         # confirmed and unconfirmed publishers.
         return dict(QUICK_RETRY)
 
-    def publish(self, payload, within=PUBLISH_SECONDS, **kwargs):
-        """Publish, or raise Unavailable once `within` seconds have passed."""
+    def __init__(self, *args, within=PUBLISH_SECONDS, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.within = within
+
+    def publish(self, payload, within=None, **kwargs):
+        """Publish, or raise Unavailable once `within` seconds (default: the publisher's)
+        have passed."""
         try:
-            with eventlet.Timeout(max(within, 0.01)):
+            with eventlet.Timeout(max(self.within if within is None else within, 0.01)):
                 return super().publish(payload, **kwargs)
         except eventlet.Timeout:
             raise Unavailable("The message broker is unreachable; try again") from None
@@ -108,8 +113,8 @@ class RpcConsumer(nameko_rpc.RpcConsumer):
             config.get(SERIALIZER_CONFIG_KEY, DEFAULT_SERIALIZER), message,
             ssl=config.get(AMQP_SSL_CONFIG_KEY), login_method=config.get(LOGIN_METHOD_CONFIG_KEY))
         # The reply may use the margin the call kept free for it (REPLY_MARGIN_SECONDS).
-        within = PUBLISH_SECONDS if worker_ctx is None else seconds_left(worker_ctx, PUBLISH_SECONDS) + 0.5
-        responder.publisher_cls = partial(_PublisherWithin, within=within)
+        within = PUBLISH_SECONDS if worker_ctx is None else seconds_left(worker_ctx, PUBLISH_SECONDS)
+        responder.publisher_cls = partial(BoundedPublisher, within=within + REPLY_MARGIN_SECONDS)
         delivered = False
         try:
             result, exc_info = responder.send_response(result, exc_info)
@@ -120,15 +125,6 @@ class RpcConsumer(nameko_rpc.RpcConsumer):
             run_undo_actions(worker_ctx)
         self.queue_consumer.ack_message(message)
         return result, exc_info
-
-
-class _PublisherWithin(BoundedPublisher):
-    def __init__(self, *args, within, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.within = within
-
-    def publish(self, payload, **kwargs):
-        return super().publish(payload, within=self.within, **kwargs)
 
 
 class Rpc(nameko_rpc.Rpc):
@@ -160,7 +156,8 @@ class EventDispatcher(nameko_events.EventDispatcher):
                          if not key.endswith(CONTEXT_KEY)}
 
         def dispatch(event_type, event_data):
-            self.publisher.publish(event_data, within=seconds_left(worker_ctx, PUBLISH_SECONDS) + 0.5,
+            within = seconds_left(worker_ctx, PUBLISH_SECONDS) + REPLY_MARGIN_SECONDS
+            self.publisher.publish(event_data, within=within,
                                    exchange=self.exchange, routing_key=event_type, extra_headers=extra_headers)
 
         return dispatch

@@ -78,6 +78,8 @@ class GatewayService:
         a login answered with anything but 200 has not consumed its code."""
         credentials = load_body(request, schemas.LoginRequest, self.config["max_body_bytes"])
         username = credentials["username"]
+        # Read before the code is spent: after it, only the session may still fail.
+        remembered = self._remembered(request)
         attempt_id = uuid.uuid4().hex
         try:
             verified = self.otp.verify(username, credentials["password"], attempt_id)
@@ -99,7 +101,6 @@ class GatewayService:
             metrics.LOGINS.labels("code", "unavailable").inc()
             raise unavailable_from(error) or error
         metrics.LOGINS.labels("code", "ok").inc()
-        remembered = self._remembered(request)
         offer = remembered is None or remembered["username"] != verified["username"]
         response = json_response({"username": verified["username"], "offer_remember": offer})
         self._set_cookie(response, SESSION_COOKIE, token, self.config["session_ttl_seconds"])
