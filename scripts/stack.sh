@@ -84,7 +84,7 @@ stop_services() {  # SIGTERM to all, then wait: each finishes its work (at most 
   done
   for pid in "${pids[@]}"; do
     for _ in $(seq 1 120); do running "$pid" || break; sleep 0.1; done
-    kill -9 "$pid" 2>/dev/null && say "pid $pid did not stop within 12 s: killed" || true
+    if running "$pid"; then kill -9 "$pid" 2>/dev/null || true; say "pid $pid did not stop within 12 s: killed"; fi
   done
   [ ${#pids[@]} -eq 0 ] || say "stopped ${#pids[@]} service process(es)"
   rm -f "$RUN"/gateway-*.pid* "$RUN"/otp-*.pid* "$RUN"/push-*.pid*
