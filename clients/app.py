@@ -15,6 +15,7 @@ import getpass
 import hashlib
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -163,7 +164,7 @@ def describe(challenge):
         f"  From:     {context.get('ip', '?')}, {context.get('user_agent') or 'unknown browser'}",
         f"  When:     {local_time(context.get('requested_at'))}",
         f"  Expires:  {'in %d s' % left if left is not None else challenge.get('expires_at')}",
-        f"  Numbers:  {'   '.join(challenge.get('number_choices') or [])}",
+        f"  Numbers:  {'   '.join(challenge.get('number_choices') or []) or 'type the number the browser shows'}",
     ])
 
 
@@ -202,24 +203,38 @@ def pick(challenges, challenge_id=None, number=None):
     return challenges[index - 1]
 
 
+TWO_DIGITS = re.compile(r"[0-9]{2}")
+
+
 def ask_number(challenge):
+    """The number the user picks among the choices, or types when there are none
+    (PUSH_NUMBER_ENTRY=type)."""
     choices = challenge["number_choices"]
+    if not choices:
+        return click.prompt("Type the number the browser shows", value_proc=typed_number)
     return click.prompt("Which number does the browser show?", type=click.Choice(choices), show_choices=True)
+
+
+def typed_number(text):
+    if not TWO_DIGITS.fullmatch(text.strip()):
+        raise click.BadParameter("type the two digits the browser shows")
+    return text.strip()
 
 
 def answer(device, challenge, decision, number="", fraud=False):
     with talking_to(device.base_url):
         try:
-            return answer_challenge(device, challenge, decision, number, fraud=fraud)
+            answered = answer_challenge(device, challenge, decision, number, fraud=fraud)
         except GatewayError as error:
-            if error.status == 400 and decision == "approve":
-                raise Failed(f"{number} is not the number the browser shows: not approved "
-                             f"({gateway_message(error)}).") from None
             if error.status == 410:
                 raise Failed("This login request has expired.") from None
             if error.status == 409:
                 raise Failed("This login request was answered already.") from None
             raise
+    if answered.get("reason") == "wrong_number":
+        raise Failed(f"{number} is not the number the browser shows: the login request is denied. "
+                     "If it was you, send a new PUSH from the browser.")
+    return answered
 
 
 # -- commands ----------------------------------------------------------------------------
@@ -396,7 +411,7 @@ def approve(app, challenge_id, number, wait, pin):
     if number is None:
         click.echo(describe(challenge))
         number = ask_number(challenge)
-    elif number not in challenge["number_choices"]:
+    elif challenge["number_choices"] and number not in challenge["number_choices"]:
         raise Failed(f"{number} is not one of this request's numbers "
                      f"({', '.join(challenge['number_choices'])}): not approved.")
     answer(device, challenge, "approve", number)
@@ -425,9 +440,13 @@ def handle(device, challenge):
     """Show one request and ask what to do; True when it was answered."""
     click.echo("\n" + describe(challenge))
     choices = challenge["number_choices"]
-    reply = click.prompt(f"Which number does the browser show? ({', '.join(choices)}; "
-                         f"'n' if you did not ask to log in)", type=click.Choice([*choices, "n"]),
-                         show_choices=False)
+    if choices:
+        reply = click.prompt(f"Which number does the browser show? ({', '.join(choices)}; "
+                             f"'n' if you did not ask to log in)", type=click.Choice([*choices, "n"]),
+                             show_choices=False)
+    else:
+        reply = click.prompt("Type the number the browser shows ('n' if you did not ask to log in)",
+                             value_proc=lambda text: "n" if text.strip() == "n" else typed_number(text))
     try:
         if reply == "n":
             fraud = click.confirm("Report it as fraud (push login stays blocked until an admin clears it)?",

@@ -77,26 +77,45 @@ class Stack:
         self.wait_ready()
         return self
 
-    def start_process(self, name):
+    def start_process(self, name, env=None):
         service = name.split("-")[0]
         log = open(self.log_dir / f"{name}.log", "ab")
         self.processes[name] = subprocess.Popen(
             [sys.executable, "-m", "shared.run", "--config", "config/nameko.yaml", f"services.{service}.service"],
-            cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT)
+            cwd=ROOT, env=env or self.env, stdout=log, stderr=subprocess.STDOUT)
 
-    def ready(self):
+    def add_gateway(self, **settings):
+        """One more gateway instance of this stack, on a port of its own and with
+        `settings` over the stack's: (its name, its base URL) once it is ready."""
+        name, port = f"gateway-{sum(n.startswith('gateway-') for n in self.names) + 1}", free_port()
+        base_url = f"http://127.0.0.1:{port}"
+        self.names.append(name)
+        self.start_process(name, {**self.env, "GATEWAY_BIND": f"127.0.0.1:{port}", "MYCEPA_PUBLIC_URL": base_url,
+                                  **settings})
+        self.wait_ready(base_url=base_url)
+        return name, base_url
+
+    def stop_process(self, name):
+        process = self.processes[name]
+        process.terminate()
         try:
-            return requests.get(self.base_url + "/readyz", timeout=3).status_code == 200
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+    def ready(self, base_url=None):
+        try:
+            return requests.get((base_url or self.base_url) + "/readyz", timeout=3).status_code == 200
         except requests.RequestException:
             return False
 
-    def wait_ready(self, timeout=60):
+    def wait_ready(self, timeout=60, base_url=None):
         deadline = time.time() + timeout
         while time.time() < deadline:
             for name, process in self.processes.items():
                 if process.poll() is not None:
                     raise RuntimeError(f"{name} exited: see {self.log_dir / (name + '.log')}")
-            if self.ready():
+            if self.ready(base_url):
                 return
             time.sleep(0.3)
         raise RuntimeError(f"stack not ready in {timeout}s; logs in {self.log_dir}")
@@ -122,11 +141,8 @@ class Stack:
             if process.poll() is None:
                 process.send_signal(signal.SIGCONT)
                 process.terminate()
-        for process in self.processes.values():
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        for name in self.processes:
+            self.stop_process(name)
 
     def logs(self):
         return "\n".join((self.log_dir / f"{name}.log").read_text(errors="replace") for name in self.names)

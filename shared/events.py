@@ -74,6 +74,9 @@ AccessDenied = _event(
     "AccessDenied", PUSH,
     request_id=_request_id, challenge_id=_challenge_id, username=_username, device_id=_device_id,
     fraud=fields.Boolean(required=True),
+    # user: the user tapped deny; wrong_number: the number picked was not the browser's
+    # (DESIGN §5: a wrong number denies, the user starts a new request).
+    reason=fields.String(load_default="user", validate=validate.OneOf(["user", "wrong_number"])),
 )
 LoginExpired = _event(
     "LoginExpired", PUSH,
@@ -120,11 +123,24 @@ DeviceRevoked = _event(
     "DeviceRevoked", OTP,
     device_id=_device_id, username=_username,
     reason=fields.String(required=True, validate=validate.OneOf(["admin", "user", "replaced"])),
+    # The user's devices still active after this one: at 0 no browser keeps their saved
+    # username (push login could not work).
+    active_devices_left=fields.Integer(required=True, validate=validate.Range(min=0)),
+)
+# A source address went over the failed-login limit and is refused with 429 (announced
+# once a minute per source while it lasts).
+LoginThrottled = _event(
+    "LoginThrottled", GATEWAY,
+    ip=fields.String(required=True, validate=validate.Length(max=64)),
+    failures=fields.Integer(required=True),
+    window_seconds=fields.Integer(required=True),
+    retry_after=fields.Integer(required=True),
 )
 
 ALL_EVENTS = (
     LoginRequested, PushDispatched, PushFailed, AccessConfirmed, AccessDenied, LoginExpired,
     OtpVerified, OtpRejected, AccountLocked, AccountUnlocked, DeviceActivated, DeviceRevoked, LoginAbandoned,
+    LoginThrottled,
 )
 
 

@@ -5,6 +5,8 @@ from marshmallow import fields, validate
 # \Z, not $: "$" also matches before a trailing newline.
 USERNAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z"
 OTP_CODE_PATTERN = r"^[0-9]{10}\Z"
+# What may be an activation code in a URL (its own checks are otp's: activation_codes.py).
+ACTIVATION_CODE_PATTERN = r"^[A-Za-z0-9-]{4,64}\Z"
 PLATFORMS = ("ios", "android", "poll")
 
 

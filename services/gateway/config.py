@@ -1,7 +1,18 @@
 """The gateway's settings, read once from the environment."""
-from marshmallow import fields, validate
+from marshmallow import ValidationError, fields, validate
 
-from shared.config import Settings
+from shared.config import CommaList, Settings
+from services.gateway.sources import parse_networks
+
+
+class Networks(CommaList):
+    """Comma-separated addresses or networks ("10.0.0.5, 10.1.0.0/16"), parsed."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        try:
+            return parse_networks(super()._deserialize(value, attr, data, **kwargs))
+        except ValueError as error:
+            raise ValidationError(f"not an address or network: {error}") from None
 
 
 class GatewaySettings(Settings):
@@ -13,8 +24,19 @@ class GatewaySettings(Settings):
                                 validate=validate.OneOf(["dev", "prod"]))
     public_url = fields.String(data_key="MYCEPA_PUBLIC_URL", load_default="http://127.0.0.1:8000",
                                validate=validate.Regexp(r"^https?://[^\s/]+(/[^\s]*)?$"))
+    # A session ends after this long in all (absolute), or this long unused (idle).
     session_ttl_seconds = fields.Integer(data_key="SESSION_TTL_SECONDS", load_default=8 * 3600,
                                          validate=validate.Range(min=60, max=30 * 24 * 3600))
+    session_idle_seconds = fields.Integer(data_key="SESSION_IDLE_SECONDS", load_default=30 * 60,
+                                          validate=validate.Range(min=60, max=30 * 24 * 3600))
+    # Failed logins counted per source address across all usernames: over the limit in
+    # the window, that source gets 429 (0 = no limit). The source is the peer, or
+    # X-Forwarded-For's right-most untrusted hop when the peer is a trusted proxy.
+    source_failure_limit = fields.Integer(data_key="SOURCE_FAILURE_LIMIT", load_default=50,
+                                          validate=validate.Range(min=0, max=100000))
+    source_failure_window_seconds = fields.Integer(data_key="SOURCE_FAILURE_WINDOW_SECONDS", load_default=300,
+                                                   validate=validate.Range(min=60, max=24 * 3600))
+    trusted_proxies = Networks(data_key="TRUSTED_PROXIES", load_default=())
     # How long a call to otp or push may take before the caller gets 503 (DESIGN: at most 5 s).
     rpc_timeout_seconds = fields.Float(data_key="RPC_TIMEOUT_SECONDS", load_default=4.0,
                                        validate=validate.Range(min=0.1, max=5.0))

@@ -15,6 +15,7 @@ import json
 import logging
 import time
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 import eventlet
 import eventlet.event
@@ -29,7 +30,7 @@ from werkzeug.wrappers import Request, Response
 
 from shared.config import load_settings
 from shared.deadline import CONTEXT_KEY, REPLY_MARGIN_SECONDS
-from shared.errors import EXPECTED_ERRORS, MycepaError, ValidationFailed, unavailable_from
+from shared.errors import EXPECTED_ERRORS, Forbidden, MycepaError, ValidationFailed, unavailable_from
 from services.gateway import metrics
 from services.gateway.config import GatewaySettings
 from services.gateway.dependencies import LoginWaiters
@@ -40,6 +41,9 @@ _HTTP_ERROR_CODES = {400: "validation_error", 401: "unauthenticated", 403: "forb
                      404: "not_found", 405: "method_not_allowed", 409: "conflict", 410: "expired",
                      413: "validation_error", 415: "validation_error", 423: "locked",
                      429: "too_many_requests", 503: "unavailable"}
+
+
+SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 
 
 def json_response(payload, status=200, headers=None):
@@ -71,17 +75,35 @@ def error_response(exc):
     return json_response({"error": "internal", "message": "Internal error", "fields": {}}, 500)
 
 
+def same_origin(request, public_host):
+    """A request without Origin (devices, the CLIs) or from our own page: the one served
+    at MYCEPA_PUBLIC_URL (`public_host`) or at the Host it asked for. (SameSite=Strict
+    already keeps the cookies off a cross-site request; this is the second lock, for
+    browsers that do not honour it and for the routes without cookies.)"""
+    origin = request.headers.get("Origin")
+    if origin is None:
+        return True
+    host = urlsplit(origin).netloc if origin.startswith(("http://", "https://")) else None
+    return host is not None and host in (public_host, request.host)
+
+
 class JsonWsgiApp(WsgiApp):
-    """nameko's WSGI app, answering unrouted requests (404, 405) with JSON too."""
+    """nameko's WSGI app, answering unrouted requests (404, 405) with JSON too, and
+    keeping DESIGN §5's rules for every response: nothing is cached unless a route says
+    so (an activation answer holds a TOTP secret), and a state-changing request from a
+    foreign page is refused before any route sees it."""
 
     def __call__(self, environ, start_response):
         request = Request(environ, shallow=True)
         try:
+            if request.method not in SAFE_METHODS and not same_origin(request, self.server.public_host):
+                raise Forbidden("This request comes from a page of another site")
             provider, values = self.url_map.bind_to_environ(environ).match()
             request.path_values = values
             response = provider.handle_request(request)
-        except HTTPException as exc:
+        except (HTTPException, Forbidden) as exc:
             response = error_response(exc)
+        response.headers.setdefault("Cache-Control", "no-store")
         return response(environ, start_response)
 
 
@@ -101,6 +123,7 @@ class JsonWebServer(WebServer):
     def setup(self):
         settings = load_settings(GatewaySettings)
         self.request_seconds = settings["rpc_timeout_seconds"] + REPLY_MARGIN_SECONDS
+        self.public_host = urlsplit(settings["public_url"]).netloc
         self.connections = {}
         self.drained = None
 

@@ -2,7 +2,19 @@
 from apispec import APISpec
 from apispec.ext.marshmallow import MarshmallowPlugin
 
+from shared.fields import ACTIVATION_CODE_PATTERN, USERNAME_PATTERN
+from services.gateway import webpage
 from services.gateway.schemas import ErrorBody
+
+# What the server accepts in each path parameter, so a client (or a fuzzer) reading this
+# document knows what a well-formed request is. Python's \Z is ECMA's $ here.
+_ID = {"type": "string", "minLength": 1, "maxLength": 64}
+PATH_PARAMETERS = {
+    "username": {"type": "string", "pattern": USERNAME_PATTERN.replace("\\Z", "$")},
+    "device_id": _ID, "challenge_id": _ID, "request_id": _ID,
+    "code": {"type": "string", "pattern": ACTIVATION_CODE_PATTERN.replace("\\Z", "$")},
+    "name": {"type": "string", "enum": sorted(webpage.ASSETS)},
+}
 
 _ERROR_TEXT = {400: "Invalid input", 401: "Not authenticated or wrong credentials", 403: "Forbidden",
                404: "Not found", 409: "Conflict", 410: "Expired or already used",
@@ -40,7 +52,7 @@ def build_spec(routes, server_url):
         parameters = [segment[1:-1] for segment in route.path.split("/") if segment.startswith("{")]
         if parameters:
             operation["parameters"] = [{"in": "path", "name": name, "required": True,
-                                        "schema": {"type": "string"}} for name in parameters]
+                                        "schema": PATH_PARAMETERS[name]} for name in parameters]
         paths.setdefault(route.path, {})[route.method.lower()] = operation
     for path, operations in paths.items():
         spec.path(path=path, operations=operations)

@@ -75,6 +75,15 @@ class DeviceList(Schema):
     devices = fields.List(fields.Nested(Device), required=True)
 
 
+class UsernamePath(Schema):
+    username = Username(required=True)
+
+
+class SessionsEnded(Schema):
+    username = fields.String(required=True)
+    ended = fields.Integer(required=True, metadata={"description": "how many sessions were ended"})
+
+
 class UnlockResponse(Schema):
     username = fields.String(required=True)
     was_locked = fields.Boolean(required=True)
@@ -101,7 +110,8 @@ class PushRequestStatus(Schema):
 
 
 class SignedPoll(Schema):
-    timestamp = StrictInteger(required=True, metadata={"description": "unix seconds, ±60 s"})
+    timestamp = StrictInteger(required=True, validate=validate.Range(min=0, max=2 ** 40),
+                              metadata={"description": "unix seconds, ±60 s"})
     signature = StrictString(required=True, validate=validate.Length(min=1, max=256),
                              metadata={"description": "base64 DER ECDSA over mycepa-poll-v1|device_id|timestamp"})
 
@@ -123,7 +133,8 @@ class DeviceChallenge(Schema):
     username = fields.String(required=True)
     expires_at = fields.String(required=True)
     context = fields.Nested(ChallengeContext, required=True)
-    number_choices = fields.List(fields.String(), required=True)
+    number_choices = fields.List(fields.String(), required=True, metadata={
+        "description": "three numbers to pick the browser's among; empty when the user types it"})
 
 
 class DeviceChallenges(Schema):
@@ -143,7 +154,9 @@ class ChallengeAnswer(Schema):
 
 class ChallengeAnswered(Schema):
     challenge_id = fields.String(required=True)
-    status = fields.String(required=True)
+    status = fields.String(required=True, validate=validate.OneOf(["approved", "denied"]))
+    reason = fields.String(validate=validate.OneOf(["wrong_number"]),
+                           metadata={"description": "present when a wrong number denied the request"})
 
 
 class DeviceUpdated(Schema):

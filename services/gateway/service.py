@@ -1,7 +1,6 @@
 """The gateway: the only HTTP surface. Browser login, device activation, admin, operations."""
 import hmac
 import logging
-import math
 import re
 import secrets
 import time
@@ -22,24 +21,28 @@ from shared.errors import (
     Forbidden, InvalidCredentials, Locked, NotFound, TooManyRequests, Unauthenticated, Unavailable,
     ValidationFailed, unavailable_from,
 )
+from shared.fields import ACTIVATION_CODE_PATTERN
 from shared.messaging import EventDispatcher
 from shared.mongo import MongoStorage
+from shared.validation import load_args
 from services.gateway import metrics, schemas, webpage
 from services.gateway.config import GatewaySettings
 from services.gateway.dependencies import AbandonedLogins, BrokerCheck, ServiceRpc, Waiters
 from services.gateway.entrypoints import ROUTES, json_response, load_body, route
 from services.gateway.openapi import build_spec
+from services.gateway.sources import source_address
 from services.gateway.storage import GatewayStorage, token_hash
 
 log = logging.getLogger(__name__)
 
+# Cookie names; outside dev each carries the __Host- prefix (Secure, Path=/, no Domain:
+# no other site and no subdomain can set or overwrite them).
 SESSION_COOKIE = "mycepa_session"
 REMEMBER_COOKIE = "mycepa_remember"
 # Binds a push login request to the browser that started it: only that browser, holding
 # this cookie, can see the outcome and receive the session.
 PUSH_COOKIE = "mycepa_push"
-PUSH_COOKIE_PATH = "/api/login/push"
-ACTIVATION_CODE = re.compile(r"^[A-Za-z0-9-]{4,64}\Z")
+ACTIVATION_CODE = re.compile(ACTIVATION_CODE_PATTERN)
 
 
 class GatewayService:
@@ -78,6 +81,9 @@ class GatewayService:
         a login answered with anything but 200 has not consumed its code."""
         credentials = load_body(request, schemas.LoginRequest, self.config["max_body_bytes"])
         username = credentials["username"]
+        source = self._source(request)
+        now = utcnow()
+        self._refuse_if_throttled(source, now)
         # Read before the code is spent: after it, only the session may still fail.
         remembered = self._remembered(request)
         attempt_id = uuid.uuid4().hex
@@ -85,6 +91,8 @@ class GatewayService:
             verified = self.otp.verify(username, credentials["password"], attempt_id)
         except (InvalidCredentials, Locked) as refusal:
             metrics.LOGINS.labels("code", refusal.code).inc()
+            if self.config["source_failure_limit"]:
+                self.storage.count_source_failure(source, now, self.config["source_failure_window_seconds"])
             raise
         except Unavailable:
             # otp may have accepted the code and its answer not arrived in time.
@@ -94,7 +102,7 @@ class GatewayService:
         now = utcnow()
         try:
             token = self.storage.create_session(
-                verified["username"], verified["device_id"], now,
+                verified["username"], "code", verified["device_id"], now,
                 now + timedelta(seconds=self.config["session_ttl_seconds"]))
         except Exception as error:
             self.abandoned(username, attempt_id, "session_not_stored")
@@ -112,8 +120,9 @@ class GatewayService:
         return json_response({"username": self._session(request)["username"]})
 
     @route("POST", "/api/logout", "Log out: the session is revoked", "browser", responses={204: None},
-           auth="session")
+           errors=(401,), auth="session")
     def logout(self, request):
+        self._session(request)   # without a live session there is nothing to log out of: 401
         return self._revoke_cookie(request, SESSION_COOKIE, self.storage.delete_session)
 
     # -- browser: "Bewaar je gebruikersnaam" and push login ----------------------------
@@ -124,7 +133,7 @@ class GatewayService:
         session = self._session(request)
         now = utcnow()
         ttl = self.config["remember_ttl_seconds"]
-        old = request.cookies.get(REMEMBER_COOKIE)
+        old = self._cookie_of(request, REMEMBER_COOKIE)
         if old:
             self.storage.forget(old)
         token = self.storage.remember(session["username"], now, now + timedelta(seconds=ttl))
@@ -144,20 +153,18 @@ class GatewayService:
         return json_response({"username": remembered["username"]})
 
     @route("POST", "/api/login/push", "'Stuur PUSH': ask the user's phone to confirm this login", "browser",
-           responses={202: schemas.PushRequestCreated}, errors=(403, 404, 423, 429, 503))
+           responses={202: schemas.PushRequestCreated}, errors=(403, 404, 429, 503))
     def request_push(self, request):
-        remembered, state, block = self._push_ready_user(request, also_ask=self.push.push_block)
+        # A locked code login does not stop push: the phone proves possession (DESIGN §5).
+        remembered, _, block = self._push_ready_user(request, also_ask=self.push.push_block)
         username = remembered["username"]
-        if state["locked"]:
-            raise Locked("This account is locked; push login is not possible now")
         if block["blocked"]:
             raise Forbidden("Push login is blocked for this account after a reported fraud attempt; "
                             "log in with a code or ask an administrator")
         now = utcnow()
-        window = self.config["push_rate_window_seconds"]
-        current = int(now.timestamp()) // window
-        if not self.storage.admit_push_request(username, current, self.config["push_rate_limit"]):
-            retry_after = max(1, math.ceil((current + 1) * window - now.timestamp()))
+        retry_after = self.storage.admit_push_request(username, now, self.config["push_rate_limit"],
+                                                      self.config["push_rate_window_seconds"])
+        if retry_after:
             raise TooManyRequests(f"Too many push requests; try again in {retry_after} seconds",
                                   retry_after=retry_after)
         request_id = f"lr_{uuid.uuid4().hex}"
@@ -167,15 +174,14 @@ class GatewayService:
         self.storage.add_login_request(request_id, username, number, browser_token, now, expires_at)
         events.dispatch_event(self.dispatch, events.LoginRequested, request_id=request_id, username=username,
                               number=number, expires_at=expires_at,
-                              context={"ip": request.remote_addr or "unknown",
+                              context={"ip": self._source(request),
                                        "user_agent": request.headers.get("User-Agent", "")[:512],
                                        "requested_at": now})
         metrics.LOGINS.labels("push", "requested").inc()
         response = json_response({"request_id": request_id, "number": number, "expires_at": isoformat(expires_at)},
                                  202)
         # Outlives the request, so the browser can still learn that it expired.
-        self._set_cookie(response, PUSH_COOKIE, browser_token, self.config["push_request_ttl_seconds"] + 600,
-                         path=PUSH_COOKIE_PATH)
+        self._set_cookie(response, PUSH_COOKIE, browser_token, self.config["push_request_ttl_seconds"] + 600)
         return response
 
     @route("GET", "/api/login/push/{request_id}", "The state of a push login (`?wait=` seconds to wait for "
@@ -195,16 +201,16 @@ class GatewayService:
                 response.wait_for = (request_id, time.monotonic() + min(wait, until_expiry))
             return response
         if status == "approved" and self.storage.claim_session_for(request_id, now):
-            token = self.storage.create_session(
-                login_request["username"], None, now, now + timedelta(seconds=self.config["session_ttl_seconds"]))
+            token = self.storage.create_session(login_request["username"], "push", login_request.get("device_id"),
+                                                now, now + timedelta(seconds=self.config["session_ttl_seconds"]))
             self._set_cookie(response, SESSION_COOKIE, token, self.config["session_ttl_seconds"])
-            self._delete_cookie(response, PUSH_COOKIE, path=PUSH_COOKIE_PATH)
+            self._delete_cookie(response, PUSH_COOKIE)
             metrics.LOGINS.labels("push", "ok").inc()
         return response
 
     def _bound_login_request(self, request, request_id):
         login_request = self.storage.find_login_request(request_id) if len(request_id) <= 64 else None
-        browser_token = request.cookies.get(PUSH_COOKIE)
+        browser_token = self._cookie_of(request, PUSH_COOKIE)
         # Someone else's request id looks exactly like an unknown one.
         if (login_request is None or not browser_token or
                 not hmac.compare_digest(login_request["browser"], token_hash(browser_token))):
@@ -245,7 +251,7 @@ class GatewayService:
             return
         if wake and event["request_id"] not in self.waiters.waiting:
             return  # nobody waits here: the durable handler records it
-        self.storage.settle_login_request(event["request_id"], status, utcnow())
+        self.storage.settle_login_request(event["request_id"], status, event.get("device_id"), utcnow())
         if wake:
             self.waiters.wake(event["request_id"])
 
@@ -260,9 +266,31 @@ class GatewayService:
         calls = [self.otp.account_state] + ([also_ask] if also_ask else [])
         state, *also = eventlet.GreenPool(len(calls)).imap(lambda call: call(username), calls)
         if state["active_devices"] == 0:
-            self.storage.forget(request.cookies[REMEMBER_COOKIE])
+            self.storage.forget(self._cookie_of(request, REMEMBER_COOKIE))
             raise NotFound("The saved user has no active device any more; log in with a code")
         return remembered, state, (also[0] if also else None)
+
+    # -- sessions that end when they should -------------------------------------------
+
+    @events.handles(events.DeviceRevoked, requeue_on_error=True)
+    def on_device_revoked(self, payload):
+        """A revoked device's sessions end; with no device left, no browser keeps the
+        user's saved username either (push login could not work)."""
+        event = _parse(events.DeviceRevoked, payload)
+        if event is None:
+            return
+        ended = self.storage.end_sessions(device_id=event["device_id"])
+        forgotten = self.storage.forget_user(event["username"]) if event["active_devices_left"] == 0 else 0
+        log.info("device of %s revoked: %d session(s) ended, %d saved browser(s) forgotten",
+                 event["username"], len(ended), forgotten)
+
+    @events.handles(events.AccountLocked, requeue_on_error=True)
+    def on_account_locked(self, payload):
+        """After a hard lock (someone tried 100 codes) the user's sessions end too."""
+        event = _parse(events.AccountLocked, payload)
+        if event is not None and event["hard"]:
+            ended = self.storage.end_sessions(username=event["username"])
+            log.info("code login of %s hard-locked: %d session(s) ended", event["username"], len(ended))
 
     # -- device (the OTP app) --------------------------------------------------------
 
@@ -330,6 +358,13 @@ class GatewayService:
         self._require_admin(request)
         return json_response(self.otp.revoke_device(device_id, "admin"))
 
+    @route("DELETE", "/api/admin/users/{username}/sessions", "End every session of a user", "admin",
+           responses={200: schemas.SessionsEnded}, errors=(400, 401, 503), auth="admin")
+    def end_user_sessions(self, request, username):
+        self._require_admin(request)
+        username = load_args(schemas.UsernamePath, username=username)["username"]
+        return json_response({"username": username, "ended": len(self.storage.end_sessions(username=username))})
+
     @route("POST", "/api/admin/users/{username}/unlock", "Unlock a locked account", "admin",
            responses={200: schemas.UnlockResponse}, errors=(400, 401, 503), auth="admin")
     def unlock(self, request, username):
@@ -377,7 +412,7 @@ class GatewayService:
 
     @timer(interval=300)
     def purge_expired(self):
-        self.storage.purge_expired(utcnow())
+        self.storage.purge_expired(utcnow(), self.config["source_failure_window_seconds"])
 
     # -- helpers ---------------------------------------------------------------------
 
@@ -385,32 +420,60 @@ class GatewayService:
     def _secure_cookies(self):
         return self.config["environment"] != "dev"
 
-    def _set_cookie(self, response, name, value, max_age, path="/"):
-        response.set_cookie(name, value, max_age=max_age, path=path, httponly=True, samesite="Strict",
-                            secure=self._secure_cookies)
+    def _cookie_name(self, name):
+        return f"__Host-{name}" if self._secure_cookies else name
+
+    def _cookie_of(self, request, name):
+        return request.cookies.get(self._cookie_name(name))
+
+    def _set_cookie(self, response, name, value, max_age):
+        response.set_cookie(self._cookie_name(name), value, max_age=max_age, path="/", httponly=True,
+                            samesite="Strict", secure=self._secure_cookies)
 
     def _revoke_cookie(self, request, name, revoke):
         """204 that clears cookie `name`, after revoking its token server-side."""
-        token = request.cookies.get(name)
+        token = self._cookie_of(request, name)
         if token:
             revoke(token)
         response = Response(status=204)
         self._delete_cookie(response, name)
         return response
 
-    def _delete_cookie(self, response, name, path="/"):
-        response.delete_cookie(name, path=path, samesite="Strict", httponly=True, secure=self._secure_cookies)
+    def _delete_cookie(self, response, name):
+        response.delete_cookie(self._cookie_name(name), path="/", samesite="Strict", httponly=True,
+                               secure=self._secure_cookies)
 
     def _remembered(self, request):
-        token = request.cookies.get(REMEMBER_COOKIE)
+        token = self._cookie_of(request, REMEMBER_COOKIE)
         return self.storage.find_remembered(token, utcnow()) if token else None
 
     def _session(self, request):
-        token = request.cookies.get(SESSION_COOKIE)
-        session = self.storage.find_session(token, utcnow()) if token else None
+        token = self._cookie_of(request, SESSION_COOKIE)
+        session = (self.storage.find_session(token, utcnow(), self.config["session_idle_seconds"])
+                   if token else None)
         if session is None:
             raise Unauthenticated("Not logged in")
         return session
+
+    def _source(self, request):
+        return source_address(request.remote_addr, request.headers.get("X-Forwarded-For"),
+                              self.config["trusted_proxies"])
+
+    def _refuse_if_throttled(self, source, now):
+        """429 for a source over SOURCE_FAILURE_LIMIT failed logins in the window; other
+        sources are not affected. Announced once a minute per source (LoginThrottled)."""
+        limit, window = self.config["source_failure_limit"], self.config["source_failure_window_seconds"]
+        if not limit:
+            return
+        failures, retry_after = self.storage.source_failures(source, now, window)
+        if failures < limit:
+            return
+        metrics.LOGINS.labels("code", "throttled").inc()
+        if self.storage.first_throttle_in_bucket(source, now):
+            events.dispatch_event(self.dispatch, events.LoginThrottled, ip=source, failures=failures,
+                                  window_seconds=window, retry_after=retry_after)
+        raise TooManyRequests(f"Too many failed logins from this address; try again in {retry_after} seconds",
+                              retry_after=retry_after)
 
     def _require_admin(self, request):
         scheme, _, token = request.headers.get("Authorization", "").partition(" ")
@@ -419,6 +482,14 @@ class GatewayService:
 
     def _activation_uri(self, code):
         return "mycepa://activate?" + urlencode({"code": code, "server": self.config["public_url"]})
+
+
+def _parse(event_cls, payload):
+    try:
+        return events.parse_event(event_cls, payload)
+    except events.ValidationError:
+        log.error("dropping malformed %s event", event_cls.name)
+        return None
 
 
 def _answers(ping):

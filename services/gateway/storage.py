@@ -1,13 +1,24 @@
-"""The gateway's own database: sessions, remembered browsers and push login requests.
+"""The gateway's own database: sessions, remembered browsers, push login requests, and
+the failed logins counted per source address.
 
 Tokens (session, remember, the browser binding of a login request) are random and
-stored only as SHA-256 hashes. Reads are by `_id` alone (see shared/mongo.py).
+stored only as SHA-256 hashes. Hot reads are by `_id` alone (see shared/mongo.py); the
+rare ones that find a user's or a device's sessions (a revocation, an admin ending them)
+filter on indexed fields, which MongoDB serves from its indexes and FerretDB by a scan.
+Every collection is purged of what expired (`purge_expired`).
 """
 import hashlib
+import math
 import secrets
 from datetime import timedelta
 
 from shared.mongo import ASCENDING, IndexModel, Storage
+
+# A session's `last_seen` is written at most this often: idle timeouts are minutes long,
+# and a write per request would double the cost of every authenticated request.
+TOUCH_SECONDS = 60
+# Failed logins per source are counted in buckets of this many seconds.
+BUCKET_SECONDS = 60
 
 
 def token_hash(token):
@@ -17,7 +28,14 @@ def token_hash(token):
 class GatewayStorage(Storage):
     database_name = "gateway"
     indexes = {
-        "sessions": [IndexModel([("expires_at", ASCENDING)])],
+        "sessions": [IndexModel([("expires_at", ASCENDING)]), IndexModel([("username", ASCENDING)]),
+                     IndexModel([("device_id", ASCENDING)])],
+        "remembered": [IndexModel([("expires_at", ASCENDING)]), IndexModel([("username", ASCENDING)])],
+        "login_requests": [IndexModel([("expires_at", ASCENDING)])],
+        "push_requests": [IndexModel([("at", ASCENDING)])],
+        "request_sessions": [IndexModel([("at", ASCENDING)])],
+        "source_failures": [IndexModel([("at", ASCENDING)])],
+        "sources": [IndexModel([("updated_at", ASCENDING)])],
     }
 
     def _issue(self, collection, now, expires_at, **fields):
@@ -31,15 +49,37 @@ class GatewayStorage(Storage):
         document = self.db[collection].find_one({"_id": token_hash(token)})
         return document if document and document["expires_at"] > now else None
 
-    def create_session(self, username, device_id, now, expires_at):
-        """A new random session token; only its hash is stored."""
-        return self._issue("sessions", now, expires_at, username=username, device_id=device_id)
+    # -- sessions ----------------------------------------------------------------------
 
-    def find_session(self, token, now):
-        return self._find_live("sessions", token, now)
+    def create_session(self, username, method, device_id, now, expires_at):
+        """A new random session token; only its hash is stored, with how the session was
+        made (`method` code or push, and the device that proved it)."""
+        return self._issue("sessions", now, expires_at, username=username, method=method, device_id=device_id,
+                           last_seen=now)
+
+    def find_session(self, token, now, idle_seconds):
+        """The live session of `token`: not past its absolute expiry, and used within
+        `idle_seconds`; using it counts as use."""
+        session = self._find_live("sessions", token, now)
+        if session is None:
+            return None
+        idle = (now - session["last_seen"]).total_seconds()
+        if idle > idle_seconds:
+            return None
+        if idle > TOUCH_SECONDS:
+            self.db.sessions.update_one({"_id": session["_id"]}, {"$set": {"last_seen": now}})
+        return session
 
     def delete_session(self, token):
-        self.db.sessions.delete_one({"_id": token_hash(token)})
+        return self.db.sessions.delete_one({"_id": token_hash(token)}).deleted_count
+
+    def end_sessions(self, **owner):
+        """End every session of a user (`username=`) or made with a device (`device_id=`);
+        the sessions ended, as {username, method, device_id}."""
+        ended = list(self.db.sessions.find(owner, projection={"username": 1, "method": 1, "device_id": 1}))
+        for session in ended:
+            self.db.sessions.delete_one({"_id": session["_id"]})
+        return ended
 
     # -- remembered browsers ("Bewaar je gebruikersnaam") -----------------------------
 
@@ -52,18 +92,66 @@ class GatewayStorage(Storage):
     def forget(self, token):
         self.db.remembered.delete_one({"_id": token_hash(token)})
 
-    # -- push login requests ---------------------------------------------------------
+    def forget_user(self, username):
+        """Forget every browser that saved `username`; how many."""
+        return self.db.remembered.delete_many({"username": username}).deleted_count
 
-    def admit_push_request(self, username, window, limit):
-        """True when this push request is within the user's `limit` for the window.
+    # -- failed logins per source address ---------------------------------------------
 
-        Numbered exactly by tickets; once the window is full the request is refused
-        with one lookup and no write, so a flood costs the flooder, not the database.
+    def source_failures(self, source, now, window_seconds):
+        """(failures of `source` in the window ending now, seconds until one leaves it).
+
+        One read by `_id`: the summary `sources/{source}` holds a count per bucket of
+        BUCKET_SECONDS, each taken from the bucket's tickets (exact), kept as a `$max`.
         """
-        key = f"{username}#{window}"
-        if self.has_ticket("push_requests", key, limit):
-            return False
-        return self.take_ticket("push_requests", key) <= limit
+        summary = self.db.sources.find_one({"_id": source})
+        if summary is None:
+            return 0, 0
+        first = _bucket(now) - window_seconds // BUCKET_SECONDS + 1
+        counted = {int(bucket): count for bucket, count in summary["buckets"].items() if int(bucket) >= first}
+        if not counted:
+            return 0, 0
+        leaves_at = (min(counted) + window_seconds // BUCKET_SECONDS) * BUCKET_SECONDS
+        return sum(counted.values()), max(1, math.ceil(leaves_at - now.timestamp()))
+
+    def count_source_failure(self, source, now, window_seconds):
+        """Count one failed login of `source`, exactly (a ticket per failure)."""
+        bucket = _bucket(now)
+        number = self.take_ticket("source_failures", f"{source}#{bucket}", at=now)
+        first = bucket - window_seconds // BUCKET_SECONDS + 1
+        summary = self.db.sources.find_one({"_id": source}) or {"buckets": {}}
+        stale = {f"buckets.{old}": "" for old in summary["buckets"] if int(old) < first}
+        update = {"$max": {f"buckets.{bucket}": number}, "$set": {"updated_at": now}}
+        if stale:
+            update["$unset"] = stale
+        self.db.sources.update_one({"_id": source}, update, upsert=True)
+
+    def first_throttle_in_bucket(self, source, now):
+        """True once per source and bucket: the refusal that is announced (LoginThrottled)."""
+        return self.claim("source_failures", f"throttled#{source}#{_bucket(now)}", at=now)
+
+    # -- push login requests -----------------------------------------------------------
+
+    def admit_push_request(self, username, now, limit, window_seconds):
+        """0 when a push request of `username` is within `limit` in any window of
+        `window_seconds` (sliding: no burst across a window's edge), else the seconds
+        until one is.
+
+        Requests are numbered exactly by tickets `username#n` (each with its time); the
+        n-th is admitted when the (n - limit)-th is older than the window. A refused
+        request takes no ticket, so a flood costs the flooder reads, not writes.
+        """
+        summary = self.db.push_requests.find_one({"_id": username}) or {"last": 0}
+        next_number = summary["last"] + 1
+        while self.has_ticket("push_requests", username, next_number):   # the summary may lag
+            next_number += 1
+        oldest = self.db.push_requests.find_one({"_id": f"{username}#{next_number - limit}"})
+        if oldest is not None and (now - oldest["at"]).total_seconds() < window_seconds:
+            return max(1, math.ceil(window_seconds - (now - oldest["at"]).total_seconds()))
+        number = self.take_ticket("push_requests", username, after=next_number - 1, at=now)
+        self.db.push_requests.update_one({"_id": username}, {"$max": {"last": number}, "$set": {"at": now}},
+                                         upsert=True)
+        return 0
 
     def add_login_request(self, request_id, username, number, browser_token, now, expires_at):
         self.db.login_requests.insert_one({
@@ -73,18 +161,36 @@ class GatewayStorage(Storage):
     def find_login_request(self, request_id):
         return self.db.login_requests.find_one({"_id": request_id})
 
-    def settle_login_request(self, request_id, status, now):
-        """pending -> approved | denied | expired; a settled request stays as it is."""
+    def settle_login_request(self, request_id, status, device_id, now):
+        """pending -> approved | denied | expired, with the device that answered; a
+        settled request stays as it is."""
         request = self.find_login_request(request_id)
         if request and request["status"] == "pending":
-            self.db.login_requests.update_one({"_id": request_id}, {"$set": {"status": status, "settled_at": now}})
+            self.db.login_requests.update_one({"_id": request_id}, {"$set": {
+                "status": status, "device_id": device_id, "settled_at": now}})
 
     def claim_session_for(self, request_id, now):
         """True once per approved request: only one session comes out of it."""
         return self.claim("request_sessions", request_id, at=now)
 
-    def purge_expired(self, now):
-        removed = 0
-        for collection in ("sessions", "remembered", "login_requests"):
-            removed += self.db[collection].delete_many({"expires_at": {"$lt": now - timedelta(hours=1)}}).deleted_count
-        return removed
+    # -- housekeeping ------------------------------------------------------------------
+
+    def purge_expired(self, now, window_seconds):
+        """Delete what expired; the number of documents deleted. Sessions and remembered
+        browsers go at their expiry; login requests an hour after it (a browser may still
+        ask how its request ended); the rest once no rule can need them."""
+        deleted = 0
+        for collection in ("sessions", "remembered"):
+            deleted += self.db[collection].delete_many({"expires_at": {"$lt": now}}).deleted_count
+        deleted += self.db.login_requests.delete_many({"expires_at": {"$lt": now - timedelta(hours=1)}}).deleted_count
+        day_ago = now - timedelta(days=1)   # PUSH_RATE_WINDOW_SECONDS' ceiling
+        deleted += self.db.push_requests.delete_many({"at": {"$lt": day_ago}}).deleted_count
+        deleted += self.db.request_sessions.delete_many({"at": {"$lt": day_ago}}).deleted_count
+        window_ago = now - timedelta(seconds=window_seconds + BUCKET_SECONDS)
+        deleted += self.db.source_failures.delete_many({"at": {"$lt": window_ago}}).deleted_count
+        deleted += self.db.sources.delete_many({"updated_at": {"$lt": window_ago}}).deleted_count
+        return deleted
+
+
+def _bucket(moment):
+    return int(moment.timestamp()) // BUCKET_SECONDS

@@ -15,20 +15,21 @@ class OtpSettings(Settings):
     issuer = fields.String(data_key="OTP_ISSUER", load_default="MyCepa",
                            validate=validate.Regexp(r"^[A-Za-z0-9 ._-]{1,32}$"))
     activation_ttl_seconds = fields.Integer(data_key="OTP_ACTIVATION_TTL_SECONDS", load_default=7 * DAY,
-                                            validate=validate.Range(min=60, max=90 * DAY))
+                                            validate=validate.Range(min=60, max=90 * DAY))   # storage.MAX_ACTIVATION_TTL_DAYS
     activation_max_tries = fields.Integer(data_key="OTP_ACTIVATION_MAX_TRIES", load_default=5,
                                           validate=validate.Range(min=1, max=20))
-    # Lockout: this many failures are free, then each further one locks the account for
-    # lock_base * 2^k seconds (capped), and hard_lock_failures in a row lock it until an
-    # admin unlocks it. DESIGN §5 caps that at 100.
-    free_failures = fields.Integer(data_key="OTP_FREE_FAILURES", load_default=3,
+    # Lockout of code login (services/otp/lockout.py): this many failures are free, then
+    # each further one locks code login for lock_base * 2^k seconds, capped at 15 minutes
+    # (DESIGN §5), and hard_lock_failures in a row lock it until an admin unlocks it
+    # (at most 100, NIST 800-63B's ceiling).
+    free_failures = fields.Integer(data_key="OTP_FREE_FAILURES", load_default=5,
                                    validate=validate.Range(min=0, max=50))
     lock_base_seconds = fields.Integer(data_key="OTP_LOCK_BASE_SECONDS", load_default=30,
-                                       validate=validate.Range(min=1, max=DAY))
-    lock_max_seconds = fields.Integer(data_key="OTP_LOCK_MAX_SECONDS", load_default=3600,
-                                      validate=validate.Range(min=1, max=7 * DAY))
-    hard_lock_failures = fields.Integer(data_key="OTP_HARD_LOCK_FAILURES", load_default=10,
-                                        validate=validate.Range(min=1, max=100))
+                                       validate=validate.Range(min=1, max=900))
+    lock_max_seconds = fields.Integer(data_key="OTP_LOCK_MAX_SECONDS", load_default=900,
+                                      validate=validate.Range(min=1, max=900))
+    hard_lock_failures = fields.Integer(data_key="OTP_HARD_LOCK_FAILURES", load_default=100,
+                                        validate=validate.Range(min=2, max=100))
 
     @validates_schema
     def check_lockout(self, data, **kwargs):

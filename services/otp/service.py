@@ -1,6 +1,5 @@
 """The otp service: activation codes, device secrets, 10-digit TOTP verification, lockout."""
 import logging
-import math
 import uuid
 from datetime import timedelta
 from functools import partial
@@ -16,15 +15,12 @@ from shared.mongo import MongoStorage
 from shared.validation import load_args
 from services.otp import activation_codes, secrets
 from services.otp.dependencies import OtpConfig
-from services.otp.lockout import lock_after
 from services.otp.schemas import ActivateArgs, DeviceIdArgs, DeviceView, UsernameArgs, VerifyArgs
 from services.otp.storage import OtpStorage
 
 log = logging.getLogger(__name__)
 
 WRONG_CODE = "Unknown username or wrong code"
-HARD_LOCKED = ("This account is locked after too many failed attempts; "
-               "an administrator must unlock it")
 WRONG_ACTIVATION = "This activation code is not valid"
 ACTIVATION_USED = "This activation code has already been used"
 ACTIVATION_LOCKED = "This activation code was tried wrongly too often; ask for a new one"
@@ -135,8 +131,11 @@ class OtpService:
         attempt_id = args["attempt_id"] or uuid.uuid4().hex
         self.deadline.check()
         now = utcnow()
-        lockout = self.storage.lockout(username)
-        self._refuse_if_locked(username, lockout, now)
+        state = self.storage.lock_state(username)
+        refusal = self.config.lockout.refusal(state, now)
+        if refusal is not None:
+            self._emit_rejected(username, "locked", state.failures)
+            raise refusal
 
         authenticators = self.storage.authenticators_of(username)
         if not authenticators:
@@ -146,15 +145,15 @@ class OtpService:
             if step is None:
                 continue
             if not self.storage.accept_step(authenticator, step, attempt_id, now):
-                return self._refuse(username, lockout, "replayed", now)
+                return self._refuse(state, "replayed", now)
             self.deadline.undo_unless_delivered(partial(
                 self.storage.repairs.now_or_later, "releasing a code whose login did not answer",
                 partial(self.storage.release_step, authenticator["_id"], step, attempt_id)))
-            self.storage.reset_lockout(username, lockout)
+            self.storage.start_new_epoch(state)
             events.dispatch_event(self.dispatch_outcome, events.OtpVerified,
                                   username=username, device_id=authenticator["_id"])
             return {"username": username, "device_id": authenticator["_id"]}
-        return self._refuse(username, lockout, "invalid", now)
+        return self._refuse(state, "invalid", now)
 
     def _secret_of(self, authenticator):
         try:
@@ -166,27 +165,17 @@ class OtpService:
                       authenticator["_id"])
             return _DECOY_SECRET
 
-    def _refuse_if_locked(self, username, lockout, now):
-        if self.storage.hard_locked(username, lockout, self.config.settings["hard_lock_failures"]):
-            self._emit_rejected(username, "locked", lockout["failures"])
-            raise Locked(HARD_LOCKED)
-        if lockout["locked_until"] and lockout["locked_until"] > now:
-            self._emit_rejected(username, "locked", lockout["failures"])
-            raise _temporary_lock(lockout["locked_until"], now)
-
-    def _refuse(self, username, lockout, reason, now):
-        failures = self.storage.count_failure(username, lockout, now)
-        self._emit_rejected(username, reason, failures)
-        until, hard = lock_after(failures, self.config.settings, now)
-        self.storage.record_lockout(username, lockout, failures, until, now)
-        if hard or until:
-            events.dispatch_event(self.dispatch, events.AccountLocked, username=username,
-                                  consecutive_failures=failures, hard=hard, until=until)
-        if hard:
-            raise Locked(HARD_LOCKED)
-        if until:
-            raise _temporary_lock(until, now)
-        raise InvalidCredentials(WRONG_CODE)
+    def _refuse(self, state, reason, now):
+        """Count the failure; the refusal, which says "locked" once it locks."""
+        state = self.storage.count_failure(state, now)
+        self._emit_rejected(state.username, reason, state.failures)
+        policy = self.config.lockout
+        if policy.starts_a_lock(state.failures):
+            hard = policy.hard(state.failures)
+            events.dispatch_event(self.dispatch, events.AccountLocked, username=state.username,
+                                  consecutive_failures=state.failures, hard=hard,
+                                  until=None if hard else policy.locked_until(state))
+        raise policy.refusal(state, now) or InvalidCredentials(WRONG_CODE)
 
     def _emit_rejected(self, username, reason, failures):
         events.dispatch_event(self.dispatch_outcome, events.OtpRejected, username=username, reason=reason,
@@ -216,12 +205,24 @@ class OtpService:
         username = load_args(UsernameArgs, username=username)["username"]
         return DeviceView(many=True).dump(self.storage.authenticators_of(username, active_only=False))
 
+    @events.handles(events.AccessConfirmed, requeue_on_error=True)
+    def on_access_confirmed(self, payload):
+        """A push login succeeded: any successful login resets the count of failed codes."""
+        try:
+            event = events.parse_event(events.AccessConfirmed, payload)
+        except events.ValidationError:
+            log.error("dropping malformed AccessConfirmed event")
+            return
+        if self.storage.start_new_epoch(self.storage.lock_state(event["username"])):
+            log.info("failed codes of %s forgotten after a push login", event["username"])
+
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def account_state(self, username):
-        """Whether a push login makes sense: the account is not locked and has a device."""
+        """Whether a push login makes sense: the account has an active device. (A locked
+        code login does not stop push: the phone proves possession.)"""
         username = load_args(UsernameArgs, username=username)["username"]
-        lockout = self.storage.lockout(username)
-        return {"username": username, "locked": self._locked(username, lockout, utcnow()),
+        return {"username": username, "code_login_locked": self.config.lockout.locked(
+                    self.storage.lock_state(username), utcnow()),
                 "active_devices": len(self.storage.authenticators_of(username))}
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
@@ -231,29 +232,21 @@ class OtpService:
         if device is None:
             raise NotFound("No active device with this id")
         events.dispatch_event(self.dispatch, events.DeviceRevoked, device_id=device_id,
-                              username=device["username"], reason=reason)
+                              username=device["username"], reason=reason,
+                              active_devices_left=len(self.storage.authenticators_of(device["username"])))
         return DeviceView().dump(self.storage.find_authenticator(device_id))
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def unlock(self, username):
         username = load_args(UsernameArgs, username=username)["username"]
-        lockout = self.storage.lockout(username)
-        was_locked = self._locked(username, lockout, utcnow())
-        self.storage.reset_lockout(username, lockout, force=True)
+        state = self.storage.lock_state(username)
+        was_locked = self.config.lockout.locked(state, utcnow())
+        if state.failures:
+            self.storage.start_new_epoch(state, force=True)
         if was_locked:
             events.dispatch_event(self.dispatch, events.AccountUnlocked, username=username, by="admin")
         return {"username": username, "was_locked": was_locked}
 
-    def _locked(self, username, lockout, now):
-        """Hard-locked, or inside a temporary lock."""
-        return (self.storage.hard_locked(username, lockout, self.config.settings["hard_lock_failures"])
-                or (lockout["locked_until"] or now) > now)
-
     @timer(interval=300)
     def purge_expired(self):
-        self.storage.purge_expired(utcnow())
-
-
-def _temporary_lock(until, now):
-    seconds = max(1, math.ceil((until - now).total_seconds()))
-    return Locked(f"Too many failed attempts; try again in {seconds} seconds", retry_after=seconds)
+        self.storage.purge_expired(utcnow(), self.config.lockout.hard_failures)

@@ -11,8 +11,8 @@ are exact under concurrency and only `_id` lookups are indexed. Hence the layout
   session releases it (`release_step`), so the user's retry with that code works.
 - `failures` {_id: "username#epoch#n"}: the n-th consecutive failure, numbered exactly
   by a unique insert; a success or an unlock starts a new epoch.
-- `lockouts` {_id: username, epoch, failures, locked_until}: a summary for the fast
-  path; the tickets are the truth where it matters (the hard lock).
+- `lockouts` {_id: username, epoch, failures, updated_at}: a summary for the fast path;
+  the tickets are the truth (`lock_state` counts past a summary a burst left behind).
 - `activation_codes`, `activation_claims` (used once), `activation_failures` (tickets).
 """
 import secrets
@@ -22,8 +22,10 @@ from functools import partial
 from pymongo.errors import PyMongoError
 
 from shared.mongo import ASCENDING, IndexModel, Storage
+from services.otp.lockout import LockState
 
 ACTIVE, REVOKED = "active", "revoked"
+MAX_ACTIVATION_TTL_DAYS = 90   # OTP_ACTIVATION_TTL_SECONDS' ceiling (services/otp/config.py)
 
 
 class OtpStorage(Storage):
@@ -33,6 +35,9 @@ class OtpStorage(Storage):
         "activation_codes": [IndexModel([("expires_at", ASCENDING)])],
         "used_steps": [IndexModel([("at", ASCENDING)])],
         "failures": [IndexModel([("at", ASCENDING)])],
+        "activation_claims": [IndexModel([("at", ASCENDING)])],
+        "activation_failures": [IndexModel([("at", ASCENDING)])],
+        "lockouts": [IndexModel([("updated_at", ASCENDING)])],
     }
 
     # -- activation codes ------------------------------------------------------------
@@ -140,61 +145,68 @@ class OtpStorage(Storage):
 
     # -- lockout ---------------------------------------------------------------------
 
-    def lockout(self, username):
-        """{epoch, failures, locked_until} of `username`; a clean record when none is stored."""
-        return {"epoch": "0", "failures": 0, "locked_until": None,
-                **(self.db.lockouts.find_one({"_id": username}) or {})}
+    def lock_state(self, username):
+        """What the tickets say of `username`'s consecutive failures (services/otp/lockout.py).
 
-    def hard_locked(self, username, lockout, hard_lock_failures):
-        if lockout["failures"] == 0:
-            # No failure in this epoch (every failure writes the summary after taking
-            # its ticket): skip the ticket lookup on the common path.
+        The summary is a hint a racing burst may leave behind the tickets (its `$max` is
+        read-modify-write on FerretDB), so the tickets after it are counted too; with no
+        summary there has been no failure (every failure writes one), and one read is all
+        a clean account costs.
+        """
+        summary = self.db.lockouts.find_one({"_id": username})
+        if summary is None:
+            return LockState(username, "0", 0)
+        key, failures = f"{username}#{summary['epoch']}", summary["failures"]
+        while self.has_ticket("failures", key, failures + 1):
+            failures += 1
+        last = self.db.failures.find_one({"_id": f"{key}#{failures}"}) if failures else None
+        return LockState(username, summary["epoch"], failures, last["at"] if last else summary["updated_at"])
+
+    def count_failure(self, state, now):
+        """Number this consecutive failure exactly; the state that follows it.
+
+        The summary is raised for the epoch the failure was counted in, and only while
+        that epoch is current: a failure finishing after a success or an unlock started a
+        new epoch does not bring the old count back. (Filtered by _id alone and the epoch
+        compared here: FerretDB indexes only a lone _id filter.)
+        """
+        failures = self.take_ticket("failures", f"{state.username}#{state.epoch}", after=state.failures, at=now)
+        if not self.claim("lockouts", state.username, epoch=state.epoch, failures=failures, updated_at=now):
+            current = self.db.lockouts.find_one({"_id": state.username})
+            if current is not None and current["epoch"] == state.epoch:
+                self.db.lockouts.update_one({"_id": state.username},
+                                            {"$max": {"failures": failures, "updated_at": now}})
+        return LockState(state.username, state.epoch, failures, now)
+
+    def start_new_epoch(self, state, force=False):
+        """Consecutive failures count from zero again (a success, an unlock). Without
+        `force` nothing is written when nothing was counted: the common success."""
+        if not (force or state.failures):
             return False
-        return (lockout["failures"] >= hard_lock_failures or
-                self.has_ticket("failures", f"{username}#{lockout['epoch']}", hard_lock_failures))
-
-    def count_failure(self, username, lockout, now):
-        """Number this consecutive failure exactly; the count in the current epoch."""
-        return self.take_ticket("failures", f"{username}#{lockout['epoch']}", after=lockout["failures"], at=now)
-
-    def record_lockout(self, username, lockout, failures, locked_until, now):
-        """Store the summary for the epoch the failure was counted in.
-
-        `$max`, so a slower write of an earlier failure never lowers it; and only while
-        that epoch is current, so a failure finishing after a success or an unlock
-        started a new epoch does not bring the old count back. (Filtered by _id alone
-        and the epoch compared here: FerretDB indexes only a lone _id filter.)
-        """
-        current = self.db.lockouts.find_one({"_id": username})
-        if current is None:
-            if self.claim("lockouts", username, epoch=lockout["epoch"], failures=failures,
-                          locked_until=locked_until, updated_at=now):
-                return
-            current = self.db.lockouts.find_one({"_id": username})
-        if current["epoch"] != lockout["epoch"]:
-            return
-        update = {"$max": {"failures": failures}, "$set": {"updated_at": now}}
-        if locked_until is not None:
-            update["$max"]["locked_until"] = locked_until
-        self.db.lockouts.update_one({"_id": username}, update)
-
-    def reset_lockout(self, username, lockout, force=False):
-        """Start a new epoch: consecutive failures count from zero again.
-
-        Without `force` (a successful login) nothing is written when nothing was counted.
-        """
-        if "_id" not in lockout or not (force or lockout["failures"] or lockout["locked_until"]):
-            return None
-        self.db.lockouts.update_one({"_id": username}, {"$set": {
-            "epoch": secrets.token_hex(8), "failures": 0, "locked_until": None}})
-        return lockout
+        self.db.lockouts.update_one({"_id": state.username}, {"$set": {
+            "epoch": secrets.token_hex(8), "failures": 0}})
+        return True
 
     # -- housekeeping ----------------------------------------------------------------
 
-    def purge_expired(self, now):
-        # Codes are kept a week past expiry for audit; used steps only while a code of
-        # that step could still be presented; failure tickets a day after the fact.
-        removed = self.db.activation_codes.delete_many({"expires_at": {"$lt": now - timedelta(days=7)}})
-        steps = self.db.used_steps.delete_many({"at": {"$lt": now - timedelta(minutes=10)}})
-        tickets = self.db.failures.delete_many({"at": {"$lt": now - timedelta(days=1)}})
-        return removed.deleted_count + steps.deleted_count + tickets.deleted_count
+    def purge_expired(self, now, hard_lock_failures):
+        """Delete what no rule needs any more; the number of documents deleted.
+
+        Codes are kept a week past expiry (support questions), their claims and failure
+        tickets as long as any code could still exist; used steps while a code of that
+        step could still be presented; failure tickets and lockout summaries a day after
+        the last failure, except the summary of a hard lock of an account that exists
+        (an admin ends it). A made-up username leaves nothing behind after a day.
+        """
+        code_cutoff = now - timedelta(days=7)
+        deleted = self.db.activation_codes.delete_many({"expires_at": {"$lt": code_cutoff}}).deleted_count
+        for collection in ("activation_claims", "activation_failures"):
+            deleted += self.db[collection].delete_many(
+                {"at": {"$lt": code_cutoff - timedelta(days=MAX_ACTIVATION_TTL_DAYS)}}).deleted_count
+        deleted += self.db.used_steps.delete_many({"at": {"$lt": now - timedelta(minutes=10)}}).deleted_count
+        day_ago = now - timedelta(days=1)
+        deleted += self.db.failures.delete_many({"at": {"$lt": day_ago}}).deleted_count
+        for summary in list(self.db.lockouts.find({"updated_at": {"$lt": day_ago}}, projection={"failures": 1})):
+            if summary["failures"] < hard_lock_failures or self.db.accounts.find_one({"_id": summary["_id"]}) is None:
+                deleted += self.db.lockouts.delete_one({"_id": summary["_id"]}).deleted_count
+        return deleted

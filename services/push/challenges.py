@@ -1,12 +1,19 @@
 """Login challenges: what a device is asked, and what it must sign to answer.
 
 The browser shows one two-digit number; the device shows three distinct ones and the
-user picks the same. The device proves it holds its key by signing DESIGN §4's strings.
+user picks the same (or, with PUSH_NUMBER_ENTRY=type, no choices: the user types it). The device proves it holds its key by signing DESIGN §4's strings.
 """
+import base64
+import binascii
 import hashlib
 import secrets
 
+from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+
 from shared.device_keys import signed_message, verify_signature
+
+# The order of P-256: (r, s) and (r, n - s) are both valid signatures of one message.
+_P256_ORDER = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
 
 _random = secrets.SystemRandom()
 
@@ -45,3 +52,14 @@ def response_signature_valid(public_key, challenge, decision, number, signature)
 
 def token_signature_valid(public_key, device_id, timestamp, push_token, signature):
     return verify_signature(public_key, signed_message(TOKEN_PREFIX, device_id, timestamp, push_token), signature)
+
+
+def signature_id(signature_b64):
+    """What identifies a signature, whatever its encoding: a replay cannot pass as new by
+    flipping `s` to `n - s` (ECDSA malleability) or by re-encoding the base64. Call it on
+    a signature that verified."""
+    try:
+        r, s = decode_dss_signature(base64.b64decode(signature_b64, validate=True))
+    except (ValueError, binascii.Error):
+        return hashlib.sha256(signature_b64.encode()).hexdigest()[:32]
+    return hashlib.sha256(f"{r}:{min(s, _P256_ORDER - s)}".encode()).hexdigest()[:32]

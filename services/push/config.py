@@ -8,6 +8,11 @@ class PushSettings(Settings):
     # How far a device's clock may be from ours when it signs a poll (DESIGN §4: ±60 s).
     poll_clock_skew_seconds = fields.Integer(data_key="PUSH_POLL_CLOCK_SKEW_SECONDS", load_default=60,
                                              validate=validate.Range(min=5, max=600))
+    # How the user matches the browser's number on the phone: pick it among three
+    # (`choose`), or type it (`type`: `number_choices` is empty; the stronger choice, as
+    # nothing can be tapped through).
+    number_entry = fields.String(data_key="PUSH_NUMBER_ENTRY", load_default="choose",
+                                 validate=validate.OneOf(["choose", "type"]))
     # APNs (iOS): the .p8 key file, its key id, the team id and the app's bundle id.
     apns_key_file = fields.String(data_key="APNS_KEY_FILE", load_default=None)
     apns_key_id = fields.String(data_key="APNS_KEY_ID", load_default=None)

@@ -14,7 +14,8 @@ class UsernameArgs(StrictSchema):
 
 class PollArgs(StrictSchema):
     device_id = _id
-    timestamp = StrictInteger(required=True)
+    # Unix seconds; bounded so no arithmetic on it can overflow.
+    timestamp = StrictInteger(required=True, validate=validate.Range(min=0, max=2 ** 40))
     signature = _signature
 
 

@@ -21,12 +21,13 @@ from shared import events
 from shared.clock import isoformat, utcnow
 from shared.config import SettingsProvider
 from shared.errors import (
-    EXPECTED_ERRORS, Conflict, Expired, Forbidden, InvalidCredentials, NotFound, Unavailable, ValidationFailed,
+    EXPECTED_ERRORS, Conflict, Expired, Forbidden, InvalidCredentials, NotFound, Unavailable,
 )
 from shared.messaging import EventDispatcher, rpc
 from shared.mongo import MongoStorage
 from shared.validation import load_args
 from services.push import challenges
+from services.push.challenges import signature_id
 from services.push.config import PushSettings
 from services.push.dependencies import PushProviders
 from services.push.schemas import PollArgs, ResponseArgs, TokenArgs, UsernameArgs
@@ -70,9 +71,9 @@ class PushService:
         args = load_args(TokenArgs, device_id=device_id, push_token=push_token, timestamp=timestamp,
                          signature=signature)
         device = self._signed_in_device(args["device_id"], args["timestamp"])
-        if not challenges.token_signature_valid(device["public_key"], device["_id"], args["timestamp"],
-                                                args["push_token"], args["signature"]):
-            raise InvalidCredentials("The signature does not match this device")
+        self._use_signature(challenges.token_signature_valid(
+            device["public_key"], device["_id"], args["timestamp"], args["push_token"], args["signature"]),
+            device, args["signature"])
         self.storage.set_push_token(device["_id"], args["push_token"], utcnow())
         return {"device_id": device["_id"]}
 
@@ -88,7 +89,8 @@ class PushService:
             "_id": challenges.challenge_id_for(request["request_id"]),
             "request_id": request["request_id"], "username": request["username"],
             "nonce": challenges.new_nonce(), "number": request["number"],
-            "number_choices": challenges.number_choices(request["number"]),
+            "number_choices": (challenges.number_choices(request["number"])
+                               if self.config["number_entry"] == "choose" else []),
             "context": request["context"], "expires_at": request["expires_at"],
             "status": PENDING, "created_at": now,
         }
@@ -132,9 +134,8 @@ class PushService:
         """The challenges a polling device may answer, after it proved it holds its key."""
         args = load_args(PollArgs, device_id=device_id, timestamp=timestamp, signature=signature)
         device = self._signed_in_device(args["device_id"], args["timestamp"])
-        if not challenges.poll_signature_valid(device["public_key"], device["_id"], args["timestamp"],
-                                               args["signature"]):
-            raise InvalidCredentials("The signature does not match this device")
+        self._use_signature(challenges.poll_signature_valid(
+            device["public_key"], device["_id"], args["timestamp"], args["signature"]), device, args["signature"])
         return [_as_device_sees_it(challenge)
                 for challenge in self.storage.pending_challenges_of(device["username"], utcnow())]
 
@@ -154,26 +155,23 @@ class PushService:
                                                    args["number"], args["signature"]):
             raise InvalidCredentials("The signature does not match this device")
         now = utcnow()
-        outcome = "approved" if args["decision"] == "approve" else "denied"
+        outcome, reason = _outcome_of(args, challenge)
         fraud = args["fraud"] and outcome == "denied"
         answer = self.storage.find_answer(challenge["_id"])
-        if challenge["status"] == PENDING and _same_answer(answer, outcome, device["_id"], fraud):
+        if challenge["status"] == PENDING and _same_answer(answer, outcome, device["_id"], fraud, reason):
             # This device's answer was recorded, but the delivery that recorded it did not
             # finish (a killed process, a lost reply): finish it now.
             self._announce(challenge, answer, now)
-            return {"challenge_id": challenge["_id"], "status": outcome}
+            return _answered(challenge, answer)
         if challenge["status"] == "expired" or challenge["expires_at"] <= now:
             raise Expired("This login request has expired")
         if challenge["status"] != PENDING or answer is not None:
             raise Conflict("This login request has already been answered")
-        if args["decision"] == "approve" and args["number"] != challenge["number"]:
-            raise ValidationFailed("The number does not match the one in the browser",
-                                   fields={"number": ["does not match"]})
-        answer = self.storage.claim_answer(challenge["_id"], outcome, device["_id"], fraud, now)
+        answer = self.storage.claim_answer(challenge["_id"], outcome, device["_id"], fraud, now, reason)
         if answer is None:
             raise Conflict("This login request has already been answered")
         self._announce(challenge, answer, now)
-        return {"challenge_id": challenge["_id"], "status": outcome}
+        return _answered(challenge, answer)
 
     def _announce(self, challenge, answer, now):
         """Emit the event of a challenge's one answer, then settle the challenge: in this
@@ -187,7 +185,7 @@ class PushService:
             if answer["fraud"]:
                 self.storage.block_for_fraud(challenge["username"], challenge["_id"], answer["device_id"], now)
             events.dispatch_event(self.dispatch, events.AccessDenied, device_id=answer["device_id"],
-                                  fraud=answer["fraud"], **common)
+                                  fraud=answer["fraud"], reason=answer.get("reason", "user"), **common)
         else:
             events.dispatch_event(self.dispatch, events.LoginExpired, **common)
         self.storage.settle_challenge(challenge, answer["outcome"], answer["device_id"], now)
@@ -220,7 +218,7 @@ class PushService:
     @timer(interval=300)
     def purge_expired(self):
         now = utcnow()
-        self.storage.purge_expired(now)
+        self.storage.purge_expired(now, self.config["poll_clock_skew_seconds"])
         # A backstop for a challenge whose expiry entry was never written (its request
         # not redelivered): the next sweep expires it.
         self.storage.requeue_unswept(now)
@@ -234,10 +232,35 @@ class PushService:
             raise InvalidCredentials(f"The timestamp must be within {skew} seconds of the server's clock")
         return device
 
+    def _use_signature(self, valid, device, signature):
+        """A device's signed request is accepted once: a replayed signature (inside the
+        clock window it could still pass) is refused like a wrong one."""
+        if not valid:
+            raise InvalidCredentials("The signature does not match this device")
+        if not self.storage.claim_signature(device["_id"], signature_id(signature), utcnow()):
+            raise InvalidCredentials("This signature was used already; sign a fresh request")
 
-def _same_answer(answer, outcome, device_id, fraud):
+
+def _outcome_of(args, challenge):
+    """(outcome, reason) of an answer. A wrong number denies (DESIGN §5): a user who
+    guesses among the choices, or taps through a push they did not ask for, cannot try
+    again on the same request."""
+    if args["decision"] == "deny":
+        return "denied", "user"
+    if args["number"] != challenge["number"]:
+        return "denied", "wrong_number"
+    return "approved", None
+
+
+def _answered(challenge, answer):
+    reply = {"challenge_id": challenge["_id"], "status": answer["outcome"]}
+    if answer.get("reason") == "wrong_number":
+        reply["reason"] = "wrong_number"
+    return reply
+
+def _same_answer(answer, outcome, device_id, fraud, reason):
     return (answer is not None and answer["outcome"] == outcome and answer["device_id"] == device_id
-            and answer["fraud"] == fraud)
+            and answer["fraud"] == fraud and answer.get("reason") == reason)
 
 
 def _as_device_sees_it(challenge):

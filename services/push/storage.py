@@ -16,6 +16,8 @@ by `_id`, and whatever must happen once is a unique insert.
 - `pending` {_id: challenge_id, expires_at}: the unanswered ones, so the once-a-second
   expiry sweep scans a handful of documents, not every challenge of the last hour.
 - `fraud_blocks` {_id: username}: push is refused until an admin clears it.
+- `used_signatures` {_id: "device#signature id"}: a device's signed poll or token update
+  is accepted once (services/push/challenges.py `signature_id`).
 """
 from datetime import timedelta
 
@@ -31,6 +33,9 @@ class PushStorage(Storage):
     indexes = {
         "pending": [IndexModel([("expires_at", ASCENDING)])],
         "challenges": [IndexModel([("expires_at", ASCENDING)])],
+        "answers": [IndexModel([("at", ASCENDING)])],
+        "dispatches": [IndexModel([("at", ASCENDING)])],
+        "used_signatures": [IndexModel([("at", ASCENDING)])],
     }
 
     # -- devices ---------------------------------------------------------------------
@@ -114,10 +119,10 @@ class PushStorage(Storage):
     def find_answer(self, challenge_id):
         return self.db.answers.find_one({"_id": challenge_id})
 
-    def claim_answer(self, challenge_id, outcome, device_id, fraud, now):
+    def claim_answer(self, challenge_id, outcome, device_id, fraud, now, reason=None):
         """The challenge's one answer (approve, deny or expiry), for exactly one of any
         racing answers: the answer stored, or None when another came first."""
-        answer = {"outcome": outcome, "device_id": device_id, "fraud": fraud, "at": now}
+        answer = {"outcome": outcome, "device_id": device_id, "fraud": fraud, "reason": reason, "at": now}
         return {"_id": challenge_id, **answer} if self.claim("answers", challenge_id, **answer) else None
 
     def settle_challenge(self, challenge, outcome, device_id, now):
@@ -147,6 +152,10 @@ class PushStorage(Storage):
         for challenge in list(stale):
             self.claim("pending", challenge["_id"], expires_at=challenge["expires_at"])
 
+    def claim_signature(self, device_id, signature_id, now):
+        """A device's signed request, once: False when this signature was seen before."""
+        return self.claim("used_signatures", f"{device_id}#{signature_id}", at=now)
+
     # -- fraud blocks ----------------------------------------------------------------
 
     def block_for_fraud(self, username, challenge_id, device_id, now):
@@ -160,10 +169,18 @@ class PushStorage(Storage):
 
     # -- housekeeping ----------------------------------------------------------------
 
-    def purge_expired(self, now):
-        # Answered challenges are kept an hour for support questions, then go: the expiry
-        # sweep scans the collection, so it stays small.
+    def purge_expired(self, now, signature_window_seconds):
+        """Delete what no rule needs any more; the number of documents deleted.
+
+        Answered challenges, their answers and dispatch records are kept an hour for
+        support questions, then go (the expiry sweep scans the collection, so it stays
+        small); a used signature as long as its timestamp could still pass the clock check.
+        """
         cutoff = now - timedelta(hours=1)
-        old = self.db.challenges.delete_many({"status": {"$ne": PENDING}, "expires_at": {"$lt": cutoff}})
-        dispatches = self.db.dispatches.delete_many({"at": {"$lt": cutoff}})
-        return old.deleted_count + dispatches.deleted_count
+        deleted = self.db.challenges.delete_many(
+            {"status": {"$ne": PENDING}, "expires_at": {"$lt": cutoff}}).deleted_count
+        for collection in ("answers", "dispatches"):
+            deleted += self.db[collection].delete_many({"at": {"$lt": cutoff}}).deleted_count
+        deleted += self.db.used_signatures.delete_many(
+            {"at": {"$lt": now - timedelta(seconds=2 * signature_window_seconds + 60)}}).deleted_count
+        return deleted

@@ -2,11 +2,13 @@
 code login -> "Bewaar je gebruikersnaam" -> "Stuur PUSH" -> the device polls, finds the
 browser's number among its choices, approves -> the browser gets the session.
 Then every refusal, with its status, and the login request staying as it should."""
+import base64
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import requests
+from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature, encode_dss_signature
 
 from clients.device import Device, GatewayError, answer_challenge, call, pending_challenges
 from tests.conftest import TEST_ENV
@@ -113,12 +115,11 @@ def test_only_the_browser_that_asked_gets_the_outcome_and_the_session(stack, mak
     assert browser.get(f"{stack.base_url}/api/me", timeout=10).status_code == 200
 
 
-def test_refused_answers_leave_the_request_pending_until_the_right_one(stack, make_user):
+def test_answers_that_prove_nothing_are_refused_and_leave_the_request_pending(stack, make_user):
     device = make_user()
     browser = remembered_browser(stack, device)
     request = send_push(stack, browser)
     challenge = the_challenge(device, request)
-    wrong_number = next(n for n in challenge["number_choices"] if n != request["number"])
 
     # A forged signature: a different key signs for this device id.
     forger = Device.new(stack.base_url)
@@ -129,9 +130,6 @@ def test_refused_answers_leave_the_request_pending_until_the_right_one(stack, ma
     intruder = make_user()
     assert refusal(lambda: answer_challenge(intruder, challenge, "approve", request["number"])) \
         == (403, "forbidden")
-    # The wrong number.
-    assert refusal(lambda: answer_challenge(device, challenge, "approve", wrong_number)) \
-        == (400, "validation_error")
     assert status_of(stack, browser, request["request_id"]).json() == {"status": "pending"}
 
     # The right answer works, once.
@@ -139,6 +137,26 @@ def test_refused_answers_leave_the_request_pending_until_the_right_one(stack, ma
     assert refusal(lambda: answer_challenge(device, challenge, "approve", request["number"])) == (409, "conflict")
     assert eventually(lambda: status_of(stack, browser, request["request_id"]).json()["status"], "approved") \
         == "approved"
+
+
+def test_a_wrong_number_denies_the_request(stack, make_user):
+    # DESIGN §5: a user who guesses among the choices, or taps through a push they did
+    # not ask for, gets no second try on the same request.
+    device = make_user()
+    browser = remembered_browser(stack, device)
+    request = send_push(stack, browser)
+    challenge = the_challenge(device, request)
+    wrong_number = next(n for n in challenge["number_choices"] if n != request["number"])
+
+    answered = answer_challenge(device, challenge, "approve", wrong_number)
+    assert answered == {"challenge_id": challenge["challenge_id"], "status": "denied", "reason": "wrong_number"}
+    assert eventually(lambda: status_of(stack, browser, request["request_id"]).json()["status"], "denied") \
+        == "denied"
+    assert refusal(lambda: answer_challenge(device, challenge, "approve", request["number"])) == (409, "conflict")
+    assert browser.get(f"{stack.base_url}/api/me", timeout=10).status_code == 401
+    assert pending_challenges(device) == []
+    # Not a fraud report: the user may start a new request at once.
+    send_push(stack, browser)
 
 
 def test_nobody_answering_in_time_expires_the_request(stack, make_user):
@@ -209,15 +227,48 @@ def test_a_revoked_device_cannot_answer_and_the_saved_username_goes(stack, make_
     assert browser.post(f"{stack.base_url}/api/login/push", timeout=10).status_code == 404
 
 
-def test_a_locked_account_gets_no_push(stack, make_user):
+def test_a_code_locked_account_still_gets_its_push(stack, make_user):
     device = make_user()
     browser = remembered_browser(stack, device)
-    for _ in range(4):   # three free failures, the fourth locks (test settings)
+    for _ in range(4):   # three free failures, the fourth locks code login (test settings)
         requests.post(f"{stack.base_url}/api/login", json={"username": device.username, "password": "0000000000"},
                       timeout=10)
-    locked = browser.post(f"{stack.base_url}/api/login/push", timeout=10)
-    assert locked.status_code == 423 and locked.json()["error"] == "locked"
-    assert pending_challenges(device) == []
+    locked = requests.post(f"{stack.base_url}/api/login",
+                           json={"username": device.username, "password": device.code(step_offset=1)}, timeout=10)
+    assert locked.status_code == 423
+    request = send_push(stack, browser)     # the phone proves possession (DESIGN §5)
+    answer_challenge(device, the_challenge(device, request), "approve", request["number"])
+    assert eventually(lambda: status_of(stack, browser, request["request_id"]).json()["status"], "approved") \
+        == "approved"
+
+
+def test_a_signed_poll_or_token_update_is_accepted_once(stack, make_user):
+    device = make_user()
+    path = f"/api/devices/{device.device_id}/challenges"
+    timestamp = int(time.time())
+    signed = {"timestamp": timestamp, "signature": device.sign("mycepa-poll-v1", device.device_id, timestamp)}
+    assert call(stack.base_url, "POST", path, signed)[0] == 200
+    # Replayed as it was, and as the other valid encoding of the same ECDSA signature.
+    assert refusal(lambda: call(stack.base_url, "POST", path, signed)) == (401, "invalid_credentials")
+    assert refusal(lambda: call(stack.base_url, "POST", path, {**signed, "signature": malleated(signed["signature"])})) \
+        == (401, "invalid_credentials")
+    # A fresh signature of the same second is a new request (ECDSA signatures are random).
+    assert pending_challenges(device, timestamp=timestamp) == []
+
+    token_path = f"/api/devices/{device.device_id}/push-token"
+    token = {"timestamp": timestamp, "push_token": "a" * 64,
+             "signature": device.sign("mycepa-token-v1", device.device_id, timestamp, "a" * 64)}
+    assert call(stack.base_url, "POST", token_path, token)[0] == 200
+    assert refusal(lambda: call(stack.base_url, "POST", token_path, token)) == (401, "invalid_credentials")
+
+
+def malleated(signature_b64):
+    """The same ECDSA signature as (r, n - s): valid too, and different bytes."""
+    r, s = decode_dss_signature(base64.b64decode(signature_b64))
+    return base64.b64encode(encode_dss_signature(r, P256_ORDER - s)).decode()
+
+
+P256_ORDER = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
 
 
 def test_a_device_poll_needs_a_fresh_signature_of_its_own_key(stack, make_user):

@@ -49,7 +49,8 @@ def test_an_activated_device_is_registered_once_however_often_the_event_arrives(
 def test_a_revocation_that_overtakes_the_activation_wins(push, emit, mongo_client):
     devices = service_db(mongo_client, "push").devices
     with entrypoint_waiter(push, "on_device_revoked"):
-        emit(events.DeviceRevoked, device_id="dev_int_2", username="W5000001", reason="admin")
+        emit(events.DeviceRevoked, device_id="dev_int_2", username="W5000001", reason="admin",
+             active_devices_left=0)
     with entrypoint_waiter(push, "on_device_activated"):
         emit(events.DeviceActivated, **activated("dev_int_2"))
     assert devices.find_one({"_id": "dev_int_2"})["status"] == "revoked"

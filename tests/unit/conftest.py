@@ -26,6 +26,7 @@ from shared.repair import Repairs
 from services.otp.config import OtpSettings
 from services.otp.secrets import SecretBox
 from services.otp.service import OtpService
+from services.otp.lockout import LockState
 from services.otp.storage import ACTIVE, REVOKED, OtpStorage
 
 
@@ -52,12 +53,12 @@ class FakeOtpStorage:
     def __init__(self):
         self.activation_codes = {}         # code_id -> record
         self.activation_claims = set()     # code_id
-        self.activation_failures = set()   # "code_id#n"
+        self.activation_failures = {}      # "code_id#n" -> when
         self.accounts = {}                 # username -> [device_id, ...]
         self.authenticators = {}           # device_id -> record
         self.used_steps = {}               # "device_id#step" -> the attempt that holds it
-        self.failures = set()              # "username#epoch#n"
-        self.lockouts = {}                 # username -> {_id, epoch, failures, locked_until}
+        self.failures = {}                 # "username#epoch#n" -> when
+        self.lockouts = {}                 # username -> {epoch, failures, updated_at}
 
     # -- arranging a test ------------------------------------------------------------
 
@@ -65,7 +66,7 @@ class FakeOtpStorage:
         """Store `record` and the tickets of its `failed_tries` wrong tries."""
         self.activation_codes[record["_id"]] = copy.deepcopy(record)
         for number in range(1, record["failed_tries"] + 1):
-            self.activation_failures.add(f"{record['_id']}#{number}")
+            self.activation_failures[f"{record['_id']}#{number}"] = None
 
     def seed_authenticator(self, device_id, username, encrypted_secret, status=ACTIVE, now=None):
         self.add_authenticator(device_id, username, encrypted_secret, "poll", "Test phone", now)
@@ -73,20 +74,18 @@ class FakeOtpStorage:
         if status == REVOKED:
             self.authenticators[device_id]["revoked_at"] = now
 
-    def seed_failures(self, username, failures, locked_until=None):
-        """`failures` consecutive failures in the current epoch: the tickets and the summary."""
-        lockout = self.lockout(username)
+    def seed_failures(self, username, failures, at):
+        """`failures` consecutive failures in the current epoch, the last one at `at`."""
+        state = self.lock_state(username)
         for _ in range(failures):
-            self.count_failure(username, lockout, None)
-        self.lockouts[username] = {"_id": username, "epoch": lockout["epoch"], "failures": failures,
-                                   "locked_until": locked_until}
+            state = self.count_failure(state, at)
 
     # -- Storage ---------------------------------------------------------------------
 
     def ping(self):
         return True
 
-    def purge_expired(self, now):
+    def purge_expired(self, now, hard_lock_failures):
         return 0
 
     # -- activation codes ------------------------------------------------------------
@@ -177,40 +176,38 @@ class FakeOtpStorage:
 
     # -- lockout ---------------------------------------------------------------------
 
-    def lockout(self, username):
-        return {"epoch": "0", "failures": 0, "locked_until": None,
-                **copy.deepcopy(self.lockouts.get(username, {}))}
+    def lock_state(self, username):
+        summary = self.lockouts.get(username)
+        if summary is None:
+            return LockState(username, "0", 0)
+        key, failures = f"{username}#{summary['epoch']}", summary["failures"]
+        while f"{key}#{failures + 1}" in self.failures:
+            failures += 1
+        return LockState(username, summary["epoch"], failures,
+                         self.failures[f"{key}#{failures}"] if failures else summary["updated_at"])
 
-    def hard_locked(self, username, lockout, hard_lock_failures):
-        if lockout["failures"] == 0:
+    def count_failure(self, state, now):
+        failures = _next_ticket(self.failures, f"{state.username}#{state.epoch}", state.failures, now)
+        summary = self.lockouts.setdefault(state.username, {"epoch": state.epoch, "failures": 0, "updated_at": now})
+        if summary["epoch"] == state.epoch:   # a newer epoch is not brought back by a late failure
+            summary["failures"] = max(summary["failures"], failures)
+            summary["updated_at"] = max(summary["updated_at"], now)
+        return LockState(state.username, state.epoch, failures, now)
+
+    def start_new_epoch(self, state, force=False):
+        if not (force or state.failures):
             return False
-        return (lockout["failures"] >= hard_lock_failures
-                or f"{username}#{lockout['epoch']}#{hard_lock_failures}" in self.failures)
-
-    def count_failure(self, username, lockout, now):
-        return _next_ticket(self.failures, f"{username}#{lockout['epoch']}", lockout["failures"])
-
-    def record_lockout(self, username, lockout, failures, locked_until, now):
-        stored = self.lockouts.setdefault(username, {"_id": username, "failures": 0, "locked_until": None})
-        stored["failures"] = max(stored["failures"], failures)
-        stored["epoch"] = lockout["epoch"]
-        stored["updated_at"] = now
-        if locked_until is not None and (stored.get("locked_until") is None or locked_until > stored["locked_until"]):
-            stored["locked_until"] = locked_until
-
-    def reset_lockout(self, username, lockout, force=False):
-        if "_id" not in lockout or not (force or lockout["failures"] or lockout["locked_until"]):
-            return None
-        self.lockouts[username].update(epoch=stdlib_secrets.token_hex(8), failures=0, locked_until=None)
-        return lockout
+        self.lockouts.setdefault(state.username, {"updated_at": None}).update(
+            epoch=stdlib_secrets.token_hex(8), failures=0)
+        return True
 
 
-def _next_ticket(tickets, key, after):
-    """OtpStorage.take_ticket on a set of ids."""
+def _next_ticket(tickets, key, after, at=None):
+    """OtpStorage.take_ticket on a dict of ids (each one's time)."""
     number = max(0, int(after))
     while f"{key}#{number + 1}" in tickets:
         number += 1
-    tickets.add(f"{key}#{number + 1}")
+    tickets[f"{key}#{number + 1}"] = at
     return number + 1
 
 

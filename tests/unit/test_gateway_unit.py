@@ -4,6 +4,7 @@ HTTP requests are werkzeug test requests; the otp and push RPC proxies and the s
 are mocks (nameko's worker_factory), so nothing here needs RabbitMQ or a database.
 """
 import json
+import re
 from types import SimpleNamespace
 from unittest.mock import Mock
 
@@ -20,11 +21,12 @@ from shared.config import load_settings
 from shared.errors import (
     InvalidCredentials, Locked, TooManyRequests, Unauthenticated, Unavailable, ValidationFailed,
 )
-from services.gateway import schemas
+from services.gateway import schemas, webpage
 from services.gateway import service as gateway_service   # registers every route in ROUTES
 from services.gateway.config import GatewaySettings
 from services.gateway.entrypoints import ROUTES, JsonHttp, JsonWsgiApp, error_response, load_body
 from services.gateway.openapi import build_spec
+from services.gateway.sources import parse_networks, source_address
 
 MAX = 1024
 ADMIN_TOKEN = "t" * 32
@@ -133,7 +135,9 @@ def test_the_http_entrypoint_maps_exceptions_with_error_response():
 def wsgi_client():
     provider = Mock()
     provider.handle_request.return_value = Response("ok", status=200)
-    server = SimpleNamespace(make_url_map=lambda: Map([Rule("/api/me", endpoint=provider, methods=["GET"])]))
+    server = SimpleNamespace(public_host="portal.example:8443", make_url_map=lambda: Map([
+        Rule("/api/me", endpoint=provider, methods=["GET"]),
+        Rule("/api/logout", endpoint=provider, methods=["POST"])]))
     return Client(JsonWsgiApp(server)), provider
 
 
@@ -157,6 +161,41 @@ def test_a_routed_request_reaches_its_provider():
     client, provider = wsgi_client()
     assert client.get("/api/me").status_code == 200
     provider.handle_request.assert_called_once()
+
+
+def test_every_response_is_not_cached_unless_it_says_so():
+    client, provider = wsgi_client()
+    assert client.get("/api/me").headers["Cache-Control"] == "no-store"
+    assert client.get("/no/such/path").headers["Cache-Control"] == "no-store"
+    provider.handle_request.return_value = Response("ok", headers={"Cache-Control": "public, max-age=60"})
+    assert client.get("/api/me").headers["Cache-Control"] == "public, max-age=60"
+
+
+@pytest.mark.parametrize("origin", ["https://evil.example", "null", "http://portal.example:8443.evil.example",
+                                    "file://", "https://portal.example"])
+def test_a_state_changing_request_from_a_foreign_origin_is_refused(origin):
+    client, provider = wsgi_client()
+    response = client.post("/api/logout", headers={"Origin": origin})
+    assert response.status_code == 403
+    assert json.loads(response.get_data(as_text=True))["error"] == "forbidden"
+    provider.handle_request.assert_not_called()
+
+
+@pytest.mark.parametrize("headers", [
+    {},                                                       # a device, the CLI
+    {"Origin": "https://portal.example:8443"},                # our public URL
+    {"Origin": "http://localhost", "Host": "localhost"},      # the Host it was asked at
+])
+def test_a_state_changing_request_from_our_own_page_or_without_origin_passes(headers):
+    client, provider = wsgi_client()
+    assert client.post("/api/logout", headers=headers).status_code == 200
+    provider.handle_request.assert_called_once()
+
+
+def test_a_read_from_a_foreign_origin_is_not_refused_here():
+    # Reads change nothing; what they may show is the cookies' and CORS's business.
+    client, _ = wsgi_client()
+    assert client.get("/api/me", headers={"Origin": "https://evil.example"}).status_code == 200
 
 
 # -- load_body -----------------------------------------------------------------------
@@ -323,9 +362,19 @@ def test_protected_routes_declare_their_security(spec):
     assert "security" not in spec["paths"]["/api/login"]["post"]
 
 
-def test_path_parameters_are_declared(spec):
+def test_path_parameters_are_declared_with_the_formats_the_server_enforces(spec):
     unlock = spec["paths"]["/api/admin/users/{username}/unlock"]["post"]
-    assert unlock["parameters"] == [{"in": "path", "name": "username", "required": True, "schema": {"type": "string"}}]
+    (parameter,) = unlock["parameters"]
+    assert (parameter["in"], parameter["name"], parameter["required"]) == ("path", "username", True)
+    pattern = re.compile(parameter["schema"]["pattern"])
+    assert pattern.match("W123456") and not pattern.match("W 1") and not pattern.match("x" * 65)
+    qr = spec["paths"]["/api/admin/activations/{code}/qr.svg"]["get"]["parameters"][0]["schema"]
+    assert re.match(qr["pattern"], "K7Q2-9XMB-4TNR-HW3C") and not re.match(qr["pattern"], "<script>")
+    assert spec["paths"]["/static/{name}"]["get"]["parameters"][0]["schema"]["enum"] == sorted(webpage.ASSETS)
+    for path, operations in spec["paths"].items():
+        for operation in operations.values():
+            for declared in operation.get("parameters", []):
+                assert set(declared["schema"]) - {"type"}, (path, declared["name"])   # a format, not just "string"
 
 
 def test_route_paths_become_werkzeug_rules():
@@ -339,7 +388,9 @@ def test_route_paths_become_werkzeug_rules():
 
 def gateway_worker(environment="prod"):
     settings = load_settings(GatewaySettings, environ={"MYCEPA_ADMIN_TOKEN": ADMIN_TOKEN, "MYCEPA_ENV": environment})
-    return worker_factory(gateway_service.GatewayService, config=settings)
+    worker = worker_factory(gateway_service.GatewayService, config=settings)
+    worker.storage.source_failures.return_value = (0, 0)   # a source with no failed login
+    return worker
 
 
 def login_request(username="W123", password="0123456789"):
@@ -358,11 +409,13 @@ def test_login_creates_a_session_and_sets_a_strict_cookie():
     (username, code, attempt_id), _ = worker.otp.verify.call_args
     assert (username, code) == ("W123", "0123456789") and len(attempt_id) == 32
     worker.abandoned.assert_not_called()
-    username, device_id, now, expires_at = worker.storage.create_session.call_args.args
-    assert (username, device_id) == ("W123", "dev_1")
+    username, method, device_id, now, expires_at = worker.storage.create_session.call_args.args
+    assert (username, method, device_id) == ("W123", "code", "dev_1")
     assert (expires_at - now).total_seconds() == 8 * 3600
     cookie = response.headers["Set-Cookie"]
-    assert cookie.startswith("mycepa_session=session-token;")
+    # Outside dev the __Host- prefix: no subdomain and no plain-HTTP page can set it.
+    assert cookie.startswith("__Host-mycepa_session=session-token;")
+    assert "Domain" not in cookie
     for flag in ("HttpOnly", "SameSite=Strict", "Secure", "Path=/"):
         assert flag in cookie
 
@@ -405,7 +458,8 @@ def test_login_cookie_is_not_secure_in_dev():
     worker = gateway_worker(environment="dev")
     worker.otp.verify.return_value = {"username": "W123", "device_id": "dev_1"}
     worker.storage.create_session.return_value = "session-token"
-    assert "Secure" not in worker.login(login_request()).headers["Set-Cookie"]
+    cookie = worker.login(login_request()).headers["Set-Cookie"]
+    assert "Secure" not in cookie and cookie.startswith("mycepa_session=")   # no __Host- over plain HTTP
 
 
 def test_login_refusal_is_passed_on_without_a_session():
@@ -415,6 +469,26 @@ def test_login_refusal_is_passed_on_without_a_session():
     with pytest.raises(Locked):
         worker.login(login_request())
     worker.storage.create_session.assert_not_called()
+
+
+def test_a_refused_code_counts_against_its_source_address():
+    worker = gateway_worker()
+    worker.otp.verify.side_effect = InvalidCredentials("Unknown username or wrong code")
+    request = json_request({"username": "W123", "password": "0123456789"},
+                           environ_overrides={"REMOTE_ADDR": "203.0.113.7"})
+    with pytest.raises(InvalidCredentials):
+        worker.login(request)
+    (source, _, window), _ = worker.storage.count_source_failure.call_args
+    assert (source, window) == ("203.0.113.7", 300)
+
+
+def test_a_source_over_the_limit_gets_429_before_otp_is_asked():
+    worker = gateway_worker()
+    worker.storage.source_failures.return_value = (50, 42)
+    with pytest.raises(TooManyRequests) as refused:
+        worker.login(login_request())
+    assert refused.value.retry_after == 42
+    worker.otp.verify.assert_not_called()
 
 
 def test_login_validates_before_calling_otp():
@@ -468,3 +542,25 @@ def test_me_without_a_session_is_unauthenticated():
     with pytest.raises(Unauthenticated):
         worker.me(EnvironBuilder(method="GET", path="/api/me").get_request())
     worker.storage.find_session.assert_not_called()
+
+
+# -- the source address that throttling counts -------------------------------------------
+
+PROXIES = parse_networks(["10.0.0.5", "10.1.0.0/16"])
+
+
+@pytest.mark.parametrize("peer, forwarded_for, source", [
+    ("203.0.113.7", None, "203.0.113.7"),                           # no proxy: the peer
+    ("203.0.113.7", "198.51.100.1", "203.0.113.7"),                 # an untrusted peer's header is ignored
+    ("10.0.0.5", "198.51.100.1", "198.51.100.1"),                   # through the trusted proxy
+    ("10.0.0.5", "1.2.3.4, 198.51.100.1", "198.51.100.1"),          # the client made up 1.2.3.4
+    ("10.0.0.5", "198.51.100.1, 10.1.4.4", "198.51.100.1"),         # two trusted hops
+    ("10.0.0.5", "junk, 198.51.100.1", "198.51.100.1"),             # junk left of the first untrusted hop
+    ("10.0.0.5", "198.51.100.1, junk", "10.0.0.5"),                 # a malformed hop: stop at the peer
+    ("10.0.0.5", None, "10.0.0.5"),
+    ("10.0.0.5", "10.1.0.9", "10.1.0.9"),                           # only trusted hops: the first
+    ("2001:db8::1", None, "2001:db8::1"),
+    ("not an address", None, "unknown"),
+])
+def test_the_source_is_the_right_most_untrusted_hop(peer, forwarded_for, source):
+    assert source_address(peer, forwarded_for, PROXIES) == source

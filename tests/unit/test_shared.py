@@ -97,7 +97,9 @@ def otp_environ(**overrides):
 
 def test_otp_settings_defaults():
     settings = load_settings(OtpSettings, environ=otp_environ())
-    assert (settings["free_failures"], settings["hard_lock_failures"], settings["activation_max_tries"]) == (3, 10, 5)
+    # DESIGN §5: a few free failures, waits capped at 15 minutes, a hard lock only at 100.
+    assert (settings["free_failures"], settings["hard_lock_failures"], settings["activation_max_tries"]) == (5, 100, 5)
+    assert (settings["lock_base_seconds"], settings["lock_max_seconds"]) == (30, 900)
     assert settings["issuer"] == "MyCepa"
 
 
@@ -206,7 +208,8 @@ def test_build_event_refuses_a_payload_that_breaks_the_schema(event_cls, payload
 
 
 def test_parse_event_drops_unknown_fields():
-    payload = events.build_event(events.DeviceRevoked, device_id="d", username="W1", reason="admin")
+    payload = events.build_event(events.DeviceRevoked, device_id="d", username="W1", reason="admin",
+                                 active_devices_left=0)
     parsed = events.parse_event(events.DeviceRevoked, {**payload, "added_in_v2": True})
     assert "added_in_v2" not in parsed
     assert parsed["device_id"] == "d" and parsed["version"] == 1
@@ -233,7 +236,7 @@ def test_parse_event_refuses_a_malformed_payload():
 
 def test_every_event_has_a_unique_name_and_a_known_source():
     names = [event.name for event in events.ALL_EVENTS]
-    assert len(names) == len(set(names)) == 13
+    assert len(names) == len(set(names)) == 14
     for event in events.ALL_EVENTS:
         assert event.name == event.__name__
         assert event.source in (events.OTP, events.PUSH, events.GATEWAY)

@@ -87,7 +87,7 @@
         return "Te veel mislukte pogingen: je account is tijdelijk vergrendeld. Probeer het over " +
           duration(lang, p.seconds) + " opnieuw met een nieuwe code.";
       },
-      "err.lockedHard": "Je account is vergrendeld na te veel mislukte pogingen. Vraag een beheerder om je account te ontgrendelen.",
+      "err.lockedHard": "Aanmelden met een code is vergrendeld na te veel mislukte pogingen. Meld je aan met PUSH of vraag een beheerder om je account te ontgrendelen.",
       "err.lockOver": "De wachttijd is voorbij: je kunt het opnieuw proberen met een nieuwe code.",
       "err.throttled": function (p, lang) {
         return "Te veel pogingen na elkaar. Probeer het over " + duration(lang, p.seconds) + " opnieuw.";
@@ -101,10 +101,6 @@
       "push.denied": "De aanmelding is geweigerd op je telefoon. Was jij dit toch? Stuur een nieuwe PUSH.",
       "push.expired": "De PUSH is verlopen: er is niet op tijd bevestigd. Stuur een nieuwe PUSH of meld je aan met een code.",
       "push.lost": "Deze aanmelding is niet meer geldig. Stuur een nieuwe PUSH.",
-      "push.lockedFor": function (p, lang) {
-        return "Je account is tijdelijk vergrendeld. Probeer het over " + duration(lang, p.seconds) + " opnieuw.";
-      },
-      "push.locked": "Je account is vergrendeld; aanmelden met PUSH kan nu niet. Probeer het later opnieuw of vraag een beheerder om je account te ontgrendelen.",
       "push.rateLimited": function (p, lang) {
         return "Je hebt te veel PUSH-berichten gevraagd. Probeer het over " + duration(lang, p.seconds) +
           " opnieuw, of meld je aan met een code.";
@@ -174,7 +170,7 @@
         return "Too many failed attempts: your account is locked for a while. Try again in " +
           duration(lang, p.seconds) + " with a new code.";
       },
-      "err.lockedHard": "Your account is locked after too many failed attempts. Ask an administrator to unlock it.",
+      "err.lockedHard": "Logging in with a code is locked after too many failed attempts. Log in with PUSH or ask an administrator to unlock your account.",
       "err.lockOver": "The waiting time is over: you can try again with a new code.",
       "err.throttled": function (p, lang) {
         return "Too many attempts in a row. Try again in " + duration(lang, p.seconds) + ".";
@@ -188,10 +184,6 @@
       "push.denied": "The login was denied on your phone. Was it you after all? Send a new PUSH.",
       "push.expired": "The PUSH has expired: it was not confirmed in time. Send a new PUSH or log in with a code.",
       "push.lost": "This login is no longer valid. Send a new PUSH.",
-      "push.lockedFor": function (p, lang) {
-        return "Your account is locked for a while. Try again in " + duration(lang, p.seconds) + ".";
-      },
-      "push.locked": "Your account is locked; logging in with PUSH is not possible now. Try again later or ask an administrator to unlock it.",
       "push.rateLimited": function (p, lang) {
         return "You asked for too many PUSH messages. Try again in " + duration(lang, p.seconds) +
           ", or log in with a code.";
@@ -511,10 +503,6 @@
 
   function pushRefusal(result) {
     var seconds = result.retryAfter;
-    if (result.status === 423) {
-      return seconds ? ["warning", "push.lockedFor", { seconds: seconds }, [seconds, "info", "push.retryNow"]]
-                     : ["error", "push.locked"];
-    }
     if (result.status === 429) {
       return ["warning", "push.rateLimited", { seconds: seconds || 60 }, [seconds || 60, "info", "push.retryNow"]];
     }

@@ -1,0 +1,65 @@
+"""The gateway's storage rules that time decides, on the real MongoDB-wire server, with
+the clock passed in: idle sessions, the sliding push limit, failures per source."""
+import secrets
+from datetime import timedelta
+
+import pytest
+
+from shared.clock import utcnow
+from shared.config import MongoSettings, load_settings
+from shared.mongo import connect
+from services.gateway.storage import GatewayStorage
+from tests.conftest import TEST_ENV
+
+pytestmark = pytest.mark.integration
+
+IDLE = 30 * 60   # SESSION_IDLE_SECONDS' default
+
+
+@pytest.fixture(scope="module")
+def gateway(mongo_client):
+    client, storage = connect(GatewayStorage, load_settings(MongoSettings, environ=TEST_ENV))
+    yield storage
+    client.close()
+
+
+def test_a_session_in_use_lives_on_and_an_idle_one_ends(gateway):
+    start = utcnow()
+    token = gateway.create_session("W1", "push", "dev_1", start, start + timedelta(hours=8))
+    # Used every 20 minutes: never idle for 30, alive for hours.
+    for minutes in range(20, 8 * 60, 20):
+        assert gateway.find_session(token, start + timedelta(minutes=minutes), IDLE) is not None, minutes
+    # ...but not past its absolute expiry, however much it is used.
+    assert gateway.find_session(token, start + timedelta(hours=8, seconds=1), IDLE) is None
+
+    idle = gateway.create_session("W1", "code", "dev_1", start, start + timedelta(hours=8))
+    assert gateway.find_session(idle, start + timedelta(minutes=29), IDLE) is not None
+    assert gateway.find_session(idle, start + timedelta(minutes=29 + 31), IDLE) is None
+    session = gateway.db.sessions.find_one({"username": "W1", "method": "push"})
+    assert session["device_id"] == "dev_1"   # how it was made, for the revocation of that device
+
+
+def test_the_push_limit_slides_no_burst_across_a_window_edge(gateway):
+    user, limit, window = f"W{secrets.randbelow(10**9)}", 3, 300
+    start = utcnow()
+    # Three requests at the end of a would-be fixed window...
+    for second in (297, 298, 299):
+        assert gateway.admit_push_request(user, start + timedelta(seconds=second), limit, window) == 0
+    # ...and just after its edge: a fixed window would admit three more here.
+    wait = gateway.admit_push_request(user, start + timedelta(seconds=301), limit, window)
+    assert wait == 296                                 # until the first of the three leaves the window
+    assert gateway.admit_push_request(user, start + timedelta(seconds=297 + window), limit, window) == 0
+    assert gateway.admit_push_request(user, start + timedelta(seconds=297 + window), limit, window) > 0
+
+
+def test_failures_per_source_count_within_the_window_only(gateway):
+    source, window = f"203.0.113.{secrets.randbelow(250)}-{secrets.token_hex(2)}", 300
+    start = utcnow().replace(second=0, microsecond=0)
+    for n in range(10):
+        gateway.count_source_failure(source, start + timedelta(seconds=30 * n), window)   # 0 .. 270 s
+    failures, retry_after = gateway.source_failures(source, start + timedelta(seconds=275), window)
+    assert failures == 10 and 1 <= retry_after <= window
+    # Past the window of the first minute, its failures no longer count.
+    later, _ = gateway.source_failures(source, start + timedelta(seconds=window + 1), window)
+    assert later == 8
+    assert gateway.source_failures("198.51.100.99", start, window) == (0, 0)
