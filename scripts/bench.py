@@ -14,8 +14,15 @@ client a thread with its own persistent keep-alive HTTP connection:
                      stops early and the report says so.
   failed_logins      POST /api/login with a wrong code, half for usernames that exist and
                      half for random unknown ones. Each username is used at most
-                     --attempts-per-username times (below the lockout threshold), so this
-                     measures the failed-verification path (401); anything else is unexpected.
+                     --attempts-per-username times (below the lockout threshold), and each
+                     source address for fewer failures than the gateway's per-source limit
+                     (every client connects from addresses of its own in 127.0.0.0/8), so
+                     this measures the failed-verification path (401); anything else is
+                     unexpected.
+  throttled_source   the same wrong codes, all from one address: after SOURCE_FAILURE_LIMIT
+                     failures (401) the gateway refuses that source (429) without asking otp;
+                     this measures what a flooding source costs.
+Successful logins are not failures: the throttle never touches successful_logins.
 
 The JSON report goes to stdout and to .data/bench.json; progress goes to stderr. Besides
 client-side latency it records, per scenario, the CPU each stack process used (from
@@ -26,6 +33,7 @@ Exit status: 0 when the benchmark ran (whatever the figures), 1 when the stack i
 """
 import argparse
 import http.client
+import itertools
 import json
 import math
 import os
@@ -52,7 +60,9 @@ TARGET_RPS = 300.0
 TARGET_P99_MS = 50.0
 
 LOGIN_PATH = "/api/login"
-SCENARIOS = ("successful_logins", "failed_logins")
+SCENARIOS = ("successful_logins", "failed_logins", "throttled_source")
+# Failures per source address in failed_logins: under SOURCE_FAILURE_LIMIT's default 50.
+FAILURES_PER_SOURCE = 40
 RUN_DIR = ROOT / ".data" / "run"
 REPORT_PATH = ROOT / ".data" / "bench.json"
 
@@ -62,8 +72,9 @@ REPORT_PATH = ROOT / ".data" / "bench.json"
 class KeepAliveClient:
     """A persistent HTTP/1.1 connection; `post_json` returns (status, seconds, reconnected)."""
 
-    def __init__(self, url, timeout):
+    def __init__(self, url, timeout, source=None):
         parts = urlsplit(url)
+        self.source = source   # the local address to connect from (a loopback one)
         if parts.scheme not in ("http", ""):
             raise SystemExit(f"only http:// URLs are supported, not {url}")
         self.host = parts.hostname or "127.0.0.1"
@@ -75,7 +86,8 @@ class KeepAliveClient:
 
     def connect(self):
         if self.conn is None:
-            self.conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
+            self.conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout,
+                                                   source_address=(self.source, 0) if self.source else None)
             self.conn.connect()
             self.connects += 1
             self.requests_on_conn = 0
@@ -84,6 +96,12 @@ class KeepAliveClient:
         if self.conn is not None:
             self.conn.close()
             self.conn = None
+
+    def move_to(self, source):
+        """Connect from `source` from the next request on (the gateway sees a new peer)."""
+        if source != self.source:
+            self.close()
+            self.source = source
 
     def post_json(self, path, body):
         payload = json.dumps(body, separators=(",", ":")).encode()
@@ -374,7 +392,7 @@ def run_scenario(name, url, clients, duration, timeout, next_request, expected_s
 
     def worker(index):
         client = KeepAliveClient(url, timeout)
-        state = {"index": index, "rng": random.Random()}
+        state = {"index": index, "rng": random.Random(), "client": client}
         try:
             client.connect()
         except OSError as error:
@@ -484,9 +502,23 @@ def successful_logins(pool):
     return next_request
 
 
-def failed_logins(known_devices, attempts_per_username):
-    """Wrong codes, alternating between existing users and random unknown usernames."""
+def loopback_sources():
+    """Distinct random loopback addresses: Linux accepts any of 127.0.0.0/8 as a source,
+    so one machine can be many clients to the gateway's per-source count (random, so a
+    rerun within the window does not meet the failures of the last run)."""
+    seen = set()
+    while True:
+        address = f"127.{random.randrange(10, 250)}.{random.randrange(256)}.{random.randrange(1, 255)}"
+        if address not in seen:
+            seen.add(address)
+            yield address
+
+
+def failed_logins(known_devices, attempts_per_username, sources, per_source=FAILURES_PER_SOURCE):
+    """Wrong codes, alternating between existing users and random unknown usernames, from a
+    new source address (`sources`, shared by the clients) every `per_source` failures."""
     known = deque(known_devices)
+    source_lock = threading.Lock()
 
     def wrong_code(rng, device=None):
         valid = set()
@@ -501,6 +533,9 @@ def failed_logins(known_devices, attempts_per_username):
     def next_request(state):
         rng = state["rng"]
         state["turn"] = turn = state.get("turn", 0) + 1
+        if turn == 1 or (per_source and turn % per_source == 1):
+            with source_lock:
+                state["client"].move_to(next(sources))
         if turn % 2 == 0 and (state.get("known_left") or known):
             if not state.get("known_left"):
                 try:
@@ -563,7 +598,7 @@ def parse_args(argv):
                         help="wrong codes per username in failed_logins; keep it <= OTP_FREE_FAILURES "
                              "so no account gets locked (423)")
     parser.add_argument("--timeout", type=float, default=10.0, help="per-request timeout, seconds")
-    parser.add_argument("--scenarios", default="successful_logins,failed_logins",
+    parser.add_argument("--scenarios", default=",".join(SCENARIOS),
                         help="comma-separated scenarios to run")
     parser.add_argument("--output", default=str(REPORT_PATH), help="where the JSON report is written too")
     parser.add_argument("--pid-dir", default=str(RUN_DIR),
@@ -613,7 +648,7 @@ def main(argv=None):
           f"cpus={os.cpu_count()}  load={loadavg()}", file=sys.stderr)
 
     devices = []
-    if "successful_logins" in wanted or "failed_logins" in wanted:
+    if wanted:
         admin_token = os.environ.get("MYCEPA_ADMIN_TOKEN")
         if args.users and not admin_token:
             report["notes"].append("MYCEPA_ADMIN_TOKEN is not set: no users provisioned "
@@ -654,9 +689,19 @@ def main(argv=None):
         # Users that just logged in are reused: wrong codes for them take the path of an
         # existing user with an authenticator (decrypt + compare) rather than the decoy.
         result = run_scenario("failed_logins", url, args.clients, args.duration, args.timeout,
-                              failed_logins(devices, args.attempts_per_username), 401)
+                              failed_logins(devices, args.attempts_per_username, loopback_sources()), 401)
         result["usernames"] = ("half existing users, half random unknown 'X' + 12 digits; "
                                f"each used at most {args.attempts_per_username} times")
+        result["sources"] = f"a loopback address per {FAILURES_PER_SOURCE} failures"
+        report["scenarios"].append(result)
+
+    if "throttled_source" in wanted:
+        flooder = next(loopback_sources())
+        result = run_scenario("throttled_source", url, args.clients, args.duration, args.timeout,
+                              failed_logins(devices, args.attempts_per_username, itertools.repeat(flooder),
+                                            per_source=None), 429)
+        result["sources"] = (f"one address, {flooder}: its first SOURCE_FAILURE_LIMIT failures are 401 "
+                             "by design (counted under errors_by_status), every later one 429")
         report["scenarios"].append(result)
 
     load = loadavg()

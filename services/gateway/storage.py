@@ -117,9 +117,12 @@ class GatewayStorage(Storage):
     def count_source_failure(self, source, now, window_seconds):
         """Count one failed login of `source`, exactly (a ticket per failure)."""
         bucket = _bucket(now)
-        number = self.take_ticket("source_failures", f"{source}#{bucket}", at=now)
-        first = bucket - window_seconds // BUCKET_SECONDS + 1
         summary = self.db.sources.find_one({"_id": source}) or {"buckets": {}}
+        # The summary's count is where the numbering goes on: one insert, not one per
+        # failure already in the bucket.
+        number = self.take_ticket("source_failures", f"{source}#{bucket}",
+                                  after=summary["buckets"].get(str(bucket), 0), at=now)
+        first = bucket - window_seconds // BUCKET_SECONDS + 1
         stale = {f"buckets.{old}": "" for old in summary["buckets"] if int(old) < first}
         update = {"$max": {f"buckets.{bucket}": number}, "$set": {"updated_at": now}}
         if stale:

@@ -144,6 +144,7 @@ class OtpService:
             step = secrets.matching_step(self._secret_of(authenticator), code, now)
             if step is None:
                 continue
+            self._refuse_if_locked_meanwhile(state, now)
             if not self.storage.accept_step(authenticator, step, attempt_id, now):
                 return self._refuse(state, "replayed", now)
             self.deadline.undo_unless_delivered(partial(
@@ -154,6 +155,17 @@ class OtpService:
                                   username=username, device_id=authenticator["_id"])
             return {"username": username, "device_id": authenticator["_id"]}
         return self._refuse(state, "invalid", now)
+
+    def _refuse_if_locked_meanwhile(self, state, now):
+        """A right code is accepted only if code login is still open now that it matched:
+        in a burst, every guess reads the count before any is counted, and without this
+        look the guesses beyond the lock would all be checked (one read, on success only)."""
+        current = self.storage.lock_state(state.username)
+        if current.failures > state.failures:
+            refusal = self.config.lockout.refusal(current, now)
+            if refusal is not None:
+                self._emit_rejected(state.username, "locked", current.failures)
+                raise refusal
 
     def _secret_of(self, authenticator):
         try:

@@ -231,7 +231,7 @@ def test_wrong_codes_then_the_lock_with_the_time_to_wait_then_the_hard_lock(stac
     page.expect_text(role("alert"), "over 2 seconden opnieuw")
     page.expect_text(role("alert"), "De wachttijd is voorbij", timeout=5000)
     log_in_with_code(page, device.username, wrong)                       # failure 6: hard lock
-    page.expect_text(role("alert"), "Vraag een beheerder om je account te ontgrendelen.")
+    page.expect_text(role("alert"), "Meld je aan met PUSH of vraag een beheerder om je account te ontgrendelen.")
     page.screenshot("15-locked-ask-an-administrator")
     assert len(api_posts(page, "/api/login")) == 6
 

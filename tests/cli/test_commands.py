@@ -206,7 +206,8 @@ def test_push_login_approved_from_inbox(cli):
     again = cli.app("approve", "--challenge", challenge_id, "--number", request["number"], "--pin", PIN, expect=1)
     assert "No pending login request" in again.stderr
 
-    # A number the phone offers but the browser does not show approves nothing.
+    # A number the phone offers but the browser does not show approves nothing: it denies
+    # the request (DESIGN §5), and the app says so.
     assert browser.post(f"{cli.stack.base_url}/api/logout", timeout=10).status_code == 204
     request = push(cli, browser)
     inbox = cli.app("inbox", "--json", "--wait", "3", "--pin", PIN).stdout
@@ -214,8 +215,9 @@ def test_push_login_approved_from_inbox(cli):
     assert "nonce" not in pending and request["number"] in pending["number_choices"]
     wrong = next(number for number in pending["number_choices"] if number != request["number"])
     refused = cli.app("approve", "--number", wrong, "--pin", PIN, expect=1)
-    assert "not the number the browser shows" in refused.stderr
-    assert push_status(cli, browser, request["request_id"], wait=0) in ("pending", "expired")  # never approved
+    assert "not the number the browser shows" in refused.stderr and "denied" in refused.stderr
+    assert push_status(cli, browser, request["request_id"]) == "denied"
+    assert browser.get(f"{cli.stack.base_url}/api/me", timeout=10).status_code == 401
 
 
 def test_push_denied_as_fraud_and_cleared_by_admin(cli):

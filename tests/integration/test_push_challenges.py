@@ -9,7 +9,7 @@ from nameko.standalone.events import event_dispatcher
 from nameko.testing.services import entrypoint_hook, entrypoint_waiter
 
 from clients.device import Device
-from shared import events
+from shared import config, events
 from shared.clock import utcnow
 from services.push import challenges
 from services.push.service import PushService
@@ -184,3 +184,32 @@ def test_every_pending_challenge_expires_even_without_its_sweep_entry(with_outco
             break
         time.sleep(0.05)
     assert db.challenges.find_one({"_id": challenge_id})["status"] == "expired"
+
+
+def test_with_typed_numbers_the_device_gets_no_choices_and_the_typed_number_decides(
+        monkeypatch, container_factory, rabbit_config, mongo_client):
+    monkeypatch.setenv("PUSH_NUMBER_ENTRY", "type")
+    monkeypatch.setattr(config, "_loaded", {})        # settings are read once per process
+    Listener.dispatched = []
+    push = container_factory(PushService, rabbit_config)
+    listener = container_factory(Listener, rabbit_config)
+    push.start()
+    listener.start()
+    dispatch = event_dispatcher(rabbit_config)
+    device = activated_device(push, dispatch)
+    requests_made = [login_request(device.username) for _ in range(2)]
+    for request in requests_made:
+        with entrypoint_waiter(listener, "on_dispatched"):
+            emit(dispatch, events.LoginRequested, **request)
+    seen = {c["challenge_id"]: c for c in polled(push, device)}
+    assert len(seen) == 2 and all(c["number_choices"] == [] for c in seen.values())
+
+    def answer(challenge, number):
+        signature = device.sign("mycepa-push-v1", challenge["challenge_id"], challenge["nonce"], "approve", number)
+        with entrypoint_hook(push, "respond") as respond:
+            return respond(challenge["challenge_id"], device.device_id, "approve", number, signature)
+
+    right, wrong = seen.values()
+    assert answer(right, "42") == {"challenge_id": right["challenge_id"], "status": "approved"}
+    assert answer(wrong, "24") == {"challenge_id": wrong["challenge_id"], "status": "denied",
+                                   "reason": "wrong_number"}
