@@ -96,7 +96,9 @@ class Stack:
         return name, base_url
 
     def stop_process(self, name):
-        process = self.processes[name]
+        """Stop one process for good (it no longer counts as part of the running stack)."""
+        process = self.processes.pop(name)
+        process.send_signal(signal.SIGCONT)
         process.terminate()
         try:
             process.wait(timeout=15)
@@ -141,7 +143,7 @@ class Stack:
             if process.poll() is None:
                 process.send_signal(signal.SIGCONT)
                 process.terminate()
-        for name in self.processes:
+        for name in list(self.processes):
             self.stop_process(name)
 
     def logs(self):
