@@ -1,4 +1,4 @@
-# One image for the three services; compose picks the service with SERVICE.
+# One image for the four services; compose picks the service with SERVICE.
 FROM python:3.11-slim
 ENV PYTHONUNBUFFERED=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /app

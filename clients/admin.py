@@ -83,7 +83,8 @@ def table(rows, headers):
               help="Read settings from FILE too (KEY=VALUE lines, e.g. .data/mycepa.env); the environment wins.")
 @click.pass_context
 def cli(ctx, url, token, env_file):
-    """MyCepa administration: activations, devices, locked accounts, fraud blocks."""
+    """MyCepa administration: activations, devices, locked accounts, fraud blocks, the audit
+    trail and admin credentials."""
     # As the services: the environment, then the file; a variable set empty counts as unset.
     settings = {**(read_env_file(env_file) if env_file else {}),
                 **{key: value for key, value in os.environ.items() if value}}
@@ -202,6 +203,77 @@ def clear_push_block(admin, username):
     answer = admin.request("DELETE", f"/api/admin/users/{quoted(username)}/push-block")
     click.echo(f"Push block of {username} cleared." if answer.get("was_blocked")
                else f"Push login for {username} was not blocked.")
+
+
+@cli.command()
+@click.argument("username", required=False)
+@click.option("--type", "types", metavar="TYPE[,TYPE]", help="Only these event types (e.g. OtpRejected,AccountLocked).")
+@click.option("--since", metavar="TIME", help="From this ISO-8601 time on (e.g. 2026-12-01T00:00:00Z).")
+@click.option("--until", metavar="TIME", help="Up to this ISO-8601 time.")
+@click.option("--limit", type=click.IntRange(1, 200), default=50, show_default=True, help="Entries per page.")
+@click.option("--all", "all_pages", is_flag=True, help="Follow the cursor to the last page.")
+@click.option("--json", "as_json", is_flag=True, help="The gateway's answer as JSON, for scripts.")
+@click.pass_obj
+def audit(admin, username, types, since, until, limit, all_pages, as_json):
+    """The audit trail of USERNAME (or of everyone), newest first: who logged in, when,
+    from where, with which device, and who was refused."""
+    query = {key: value for key, value in (("username", username), ("type", types), ("since", since),
+                                           ("until", until), ("limit", limit)) if value}
+    entries, cursor = [], None
+    while True:
+        page = admin.request("GET", "/api/admin/audit?" + urllib.parse.urlencode(
+            {**query, **({"cursor": cursor} if cursor else {})}))
+        entries += page["events"]
+        cursor = page.get("next")
+        if not (all_pages and cursor):
+            break
+    if as_json:
+        click.echo(json.dumps({"events": entries, "next": cursor}, indent=2))
+        return
+    if not entries:
+        click.echo("No audit entries match.")
+        return
+    rows = [[local_time(entry["occurred_at"]), entry["type"], entry.get("username") or "-",
+             entry.get("reason") or "", entry.get("actor") or "", entry.get("device_id") or "",
+             (entry.get("source") or {}).get("ip") or ""] for entry in entries]
+    click.echo(table(rows, ["WHEN", "EVENT", "USER", "REASON", "ACTOR", "DEVICE", "FROM"]))
+    if cursor:
+        click.echo(f"\nMore entries: add --all, or ask the API with cursor={cursor}")
+
+
+@cli.group()
+def credentials():
+    """Named admin credentials: each admin request is audited with the credential's name."""
+
+
+@credentials.command("create")
+@click.argument("name")
+@click.pass_obj
+def create_credential(admin, name):
+    """A credential NAME; its token is shown once (only its hash is kept)."""
+    answer = admin.request("POST", "/api/admin/credentials", {"name": name})
+    click.echo(f"Credential {answer['name']} created. Its token, shown once:\n\n  {answer['token']}\n")
+    click.echo("Use it as MYCEPA_ADMIN_TOKEN (or --token); revoke it with: "
+               f"mycepa-admin credentials revoke {answer['name']}")
+
+
+@credentials.command("list")
+@click.pass_obj
+def list_credentials(admin):
+    """The credentials, with when they were made and revoked (never their tokens)."""
+    answer = admin.request("GET", "/api/admin/credentials")
+    rows = [[c["name"], local_time(c["created_at"]) if c.get("created_at") else "(MYCEPA_ADMIN_TOKEN)",
+             local_time(c["revoked_at"]) if c.get("revoked_at") else "-"] for c in answer["credentials"]]
+    click.echo(table(rows, ["NAME", "CREATED", "REVOKED"]))
+
+
+@credentials.command("revoke")
+@click.argument("name")
+@click.pass_obj
+def revoke_credential(admin, name):
+    """Revoke credential NAME: its token is refused from now on."""
+    admin.request("DELETE", f"/api/admin/credentials/{quoted(name)}")
+    click.echo(f"Credential {name} revoked.")
 
 
 def main():

@@ -52,10 +52,10 @@ class BrokerAdmin:
 
 
 class Stack:
-    """otp (N instances), push and gateway as processes on their own port and settings.
+    """otp (N instances), push, audit and gateway as processes on their own port and settings.
 
     `env` holds the services' settings (database prefix, broker URI, secrets, ...). A
-    process is named `service-index` (otp-1, otp-2, push-1, gateway-1) and logs to
+    process is named `service-index` (otp-1, otp-2, push-1, audit-1, gateway-1) and logs to
     `log_dir/name.log`.
     """
 
@@ -69,7 +69,7 @@ class Stack:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self.processes = {}
         self.names = ([f"otp-{i}" for i in range(1, otp_instances + 1)]
-                      + [f"push-{i}" for i in range(1, push_instances + 1)] + ["gateway-1"])
+                      + [f"push-{i}" for i in range(1, push_instances + 1)] + ["audit-1", "gateway-1"])
 
     def start(self):
         for name in self.names:

@@ -160,7 +160,7 @@ def run_fault(name, stack, code_users, push_load, inject, clients, rate, settle_
     return row
 
 
-EXPECTED = ("otp-1", "otp-2", "push-1", "gateway-1")
+EXPECTED = ("otp-1", "otp-2", "push-1", "audit-1", "gateway-1")
 
 
 def main():

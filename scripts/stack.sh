@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The three services as background processes (`python -m shared.run`, nameko's runner with
 # a bounded graceful stop), on top of scripts/infra.sh.
-#   scripts/stack.sh up     infrastructure + otp, push, gateway; returns once /readyz is 200
+#   scripts/stack.sh up     infrastructure + otp, push, audit, gateway; returns once /readyz is 200
 #   scripts/stack.sh down   stops the services and the infrastructure this project started
 #   scripts/stack.sh env    prints the settings the services run with (secrets masked)
 # Scale a service with OTP_INSTANCES=3 (likewise PUSH_INSTANCES; GATEWAY_INSTANCES needs
@@ -63,7 +63,7 @@ import sys, urllib.request
 sys.exit(0 if urllib.request.urlopen(sys.argv[1], timeout=3).status == 200 else 1)
 PY
     then say "ready: $url"; return 0; fi
-    for pidfile in "$RUN"/{otp,push,gateway}-[0-9]*.pid; do
+    for pidfile in "$RUN"/{otp,push,audit,gateway}-[0-9]*.pid; do
       [ -f "$pidfile" ] || continue
       if ! running "$(cat "$pidfile")"; then
         local log; log="$LOGS/$(basename "$pidfile" .pid).log"
@@ -77,7 +77,7 @@ PY
 
 stop_services() {  # SIGTERM to all, then wait: each finishes its work (at most 10 s) at once
   local pidfile pid pids=()
-  for pidfile in "$RUN"/gateway-*.pid* "$RUN"/otp-*.pid* "$RUN"/push-*.pid*; do
+  for pidfile in "$RUN"/gateway-*.pid* "$RUN"/otp-*.pid* "$RUN"/push-*.pid* "$RUN"/audit-*.pid*; do
     [ -f "$pidfile" ] || continue
     pid=$(cat "$pidfile")
     if running "$pid"; then kill "$pid" 2>/dev/null || true; pids+=("$pid"); fi
@@ -87,7 +87,7 @@ stop_services() {  # SIGTERM to all, then wait: each finishes its work (at most 
     if running "$pid"; then kill -9 "$pid" 2>/dev/null || true; say "pid $pid did not stop within 12 s: killed"; fi
   done
   [ ${#pids[@]} -eq 0 ] || say "stopped ${#pids[@]} service process(es)"
-  rm -f "$RUN"/gateway-*.pid* "$RUN"/otp-*.pid* "$RUN"/push-*.pid*
+  rm -f "$RUN"/gateway-*.pid* "$RUN"/otp-*.pid* "$RUN"/push-*.pid* "$RUN"/audit-*.pid*
 }
 
 case "${1:-}" in
@@ -96,8 +96,9 @@ case "${1:-}" in
     load_env
     for i in $(seq 1 "${OTP_INSTANCES:-1}"); do start_service otp "$i"; done
     for i in $(seq 1 "${PUSH_INSTANCES:-1}"); do start_service push "$i"; done
+    start_service audit 1
     start_service gateway 1
-    say "otp x${OTP_INSTANCES:-1}, push x${PUSH_INSTANCES:-1}, gateway x1 started (logs: ${LOGS#$ROOT/}/)"
+    say "otp x${OTP_INSTANCES:-1}, push x${PUSH_INSTANCES:-1}, audit x1, gateway x1 started (logs: ${LOGS#$ROOT/}/)"
     wait_ready ;;
   down) stop_services; scripts/infra.sh down ;;
   stop-services) stop_services ;;

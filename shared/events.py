@@ -20,8 +20,8 @@ class Event(Schema):
     class Meta:
         unknown = EXCLUDE
 
-    name = None     # the nameko event type, e.g. "OtpVerified"
-    source = None   # the nameko service that dispatches it
+    name = None      # the nameko event type, e.g. "OtpVerified"
+    service = None   # the nameko service that dispatches it
     version = 1
 
     event_id = fields.UUID(required=True)
@@ -38,14 +38,29 @@ class BrowserContext(Schema):
     requested_at = fields.AwareDateTime(required=True, format="iso")
 
 
-def _event(name, source, **schema_fields):
-    return type(name, (Event,), {"name": name, "source": source, **schema_fields})
+class Source(Schema):
+    """Where a person's action came from: the address the gateway counts (the peer, or a
+    trusted proxy's X-Forwarded-For) and the browser's User-Agent."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+    ip = fields.String(required=True, validate=validate.Length(max=64))
+    user_agent = fields.String(required=True, validate=validate.Length(max=512))
+
+
+def _event(name, service, **schema_fields):
+    return type(name, (Event,), {"name": name, "service": service, **schema_fields})
 
 
 _username = fields.String(required=True, validate=validate.Length(min=1, max=64))
 _device_id = fields.String(required=True, validate=validate.Length(min=1, max=64))
 _request_id = fields.String(required=True, validate=validate.Length(min=1, max=64))
 _challenge_id = fields.String(required=True, validate=validate.Length(min=1, max=64))
+# Optional, so an older producer's events still load: a person's action carries its
+# source, an administrator's its actor (the admin credential's name).
+_source = fields.Nested(Source, load_default=None, allow_none=True)
+_actor = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=64))
 
 LoginRequested = _event(
     "LoginRequested", GATEWAY,
@@ -83,10 +98,10 @@ LoginExpired = _event(
     request_id=_request_id, username=_username,
     challenge_id=fields.String(load_default=None, allow_none=True),
 )
-OtpVerified = _event("OtpVerified", OTP, username=_username, device_id=_device_id)
+OtpVerified = _event("OtpVerified", OTP, username=_username, device_id=_device_id, source=_source)
 OtpRejected = _event(
     "OtpRejected", OTP,
-    username=_username,
+    username=_username, source=_source,
     reason=fields.String(required=True, validate=validate.OneOf(["invalid", "replayed", "locked"])),
     consecutive_failures=fields.Integer(required=True),
 )
@@ -102,6 +117,7 @@ AccountUnlocked = _event(
     "AccountUnlocked", OTP,
     username=_username,
     by=fields.String(required=True, validate=validate.OneOf(["admin", "expiry"])),
+    actor=_actor,
 )
 DeviceActivated = _event(
     "DeviceActivated", OTP,
@@ -126,6 +142,41 @@ DeviceRevoked = _event(
     # The user's devices still active after this one: at 0 no browser keeps their saved
     # username (push login could not work).
     active_devices_left=fields.Integer(required=True, validate=validate.Range(min=0)),
+    actor=_actor,
+)
+ActivationCreated = _event(
+    "ActivationCreated", OTP,
+    username=_username, actor=_actor,
+    expires_at=fields.AwareDateTime(required=True, format="iso"),
+)
+_METHOD = validate.OneOf(["code", "push"])
+SessionStarted = _event(
+    "SessionStarted", GATEWAY,
+    username=_username, method=fields.String(required=True, validate=_METHOD),
+    device_id=fields.String(load_default=None, allow_none=True, validate=validate.Length(max=64)),
+    source=_source,
+)
+SessionEnded = _event(
+    "SessionEnded", GATEWAY,
+    username=_username,
+    method=fields.String(load_default=None, allow_none=True, validate=_METHOD),
+    device_id=fields.String(load_default=None, allow_none=True, validate=validate.Length(max=64)),
+    # logout; idle or expired (noticed when the browser came back); the device that made
+    # it was revoked; the code login was hard-locked; an administrator ended it.
+    reason=fields.String(required=True, validate=validate.OneOf(
+        ["logout", "idle", "expired", "device_revoked", "locked", "admin"])),
+    actor=_actor, source=_source,
+)
+# An administrator's request that has no event of its own, allowed or refused.
+AdminAction = _event(
+    "AdminAction", GATEWAY,
+    actor=fields.String(required=True, validate=validate.Length(min=1, max=64)),
+    action=fields.String(required=True, validate=validate.Length(min=1, max=64)),
+    target=fields.String(load_default=None, allow_none=True, validate=validate.Length(max=128)),
+    username=fields.String(load_default=None, allow_none=True, validate=validate.Length(max=64)),
+    outcome=fields.String(required=True, validate=validate.OneOf(["allowed", "refused"])),
+    status=fields.Integer(required=True),
+    source=_source,
 )
 # A source address went over the failed-login limit and is refused with 429 (announced
 # once a minute per source while it lasts).
@@ -140,8 +191,11 @@ LoginThrottled = _event(
 ALL_EVENTS = (
     LoginRequested, PushDispatched, PushFailed, AccessConfirmed, AccessDenied, LoginExpired,
     OtpVerified, OtpRejected, AccountLocked, AccountUnlocked, DeviceActivated, DeviceRevoked, LoginAbandoned,
-    LoginThrottled,
+    LoginThrottled, ActivationCreated, SessionStarted, SessionEnded, AdminAction,
 )
+
+
+EVENT_TYPES = tuple(sorted(event.name for event in ALL_EVENTS))
 
 
 def build_event(event_cls, **payload):
@@ -167,7 +221,7 @@ def dispatch_event(dispatcher, event_cls, **payload):
 
 def handles(event_cls, **options):
     """`@event_handler` bound to the event's own source and name, never typed twice."""
-    return event_handler(event_cls.source, event_cls.name, **options)
+    return event_handler(event_cls.service, event_cls.name, **options)
 
 
 def _jsonable(value):
@@ -178,6 +232,6 @@ def _jsonable(value):
     return value
 
 
-__all__ = ["ALL_EVENTS", "ValidationError", "build_event", "dispatch_event", "handles", "parse_event"] + [
+__all__ = ["ALL_EVENTS", "EVENT_TYPES", "ValidationError", "build_event", "dispatch_event", "handles", "parse_event"] + [
     event.name for event in ALL_EVENTS
 ]

@@ -29,6 +29,8 @@ from nameko.amqp.publish import Publisher
 from nameko.constants import (
     AMQP_SSL_CONFIG_KEY, AMQP_URI_CONFIG_KEY, DEFAULT_SERIALIZER, LOGIN_METHOD_CONFIG_KEY, SERIALIZER_CONFIG_KEY,
 )
+from kombu import Queue, binding
+from nameko.exceptions import ContainerBeingKilled
 from nameko.messaging import QueueConsumer
 
 from shared.deadline import CONTEXT_KEY, REPLY_MARGIN_SECONDS, run_undo_actions, seconds_left
@@ -142,6 +144,44 @@ class EventHandler(nameko_events.EventHandler):
 
 
 event_handler = EventHandler.decorator
+
+
+class EventsConsumer(EventHandler):
+    """Every event of `event_classes` from one durable queue of the service's own, the
+    handler called with (event type, payload).
+
+    nameko's event handler binds a queue to one event of one service: a consumer of every
+    event (the audit trail) would need a queue and a handler per event, and its backlog
+    would be spread over all of them. One queue bound to every event's exchange and
+    routing key keeps them in arrival order and makes the backlog one number (its depth).
+    """
+
+    def __init__(self, event_classes, **kwargs):
+        self.event_classes = tuple(event_classes)
+        super().__init__(None, None, requeue_on_error=True, **kwargs)
+
+    @property
+    def queue_name(self):
+        return f"evt-all--{self.container.service_name}.{self.method_name}"
+
+    def setup(self):
+        config = self.container.config
+        self.queue = Queue(self.queue_name, durable=True, bindings=[
+            binding(nameko_events.get_event_exchange(event_cls.service, config), routing_key=event_cls.name)
+            for event_cls in self.event_classes])
+        self.queue_consumer.register_provider(self)
+
+    def handle_message(self, body, message):
+        context_data = self.unpack_message_headers(message)
+        handle_result = partial(self.handle_result, message)
+        try:
+            self.container.spawn_worker(self, (routing_key_of(message), body), {}, context_data=context_data,
+                                        handle_result=handle_result)
+        except ContainerBeingKilled:
+            self.queue_consumer.requeue_message(message)
+
+
+consume_events = EventsConsumer.decorator
 
 
 class EventDispatcher(nameko_events.EventDispatcher):

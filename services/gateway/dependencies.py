@@ -80,14 +80,18 @@ class BrokerCheck(DependencyProvider):
             return False
 
 
-class AbandonedLogins(EventDispatcher):
-    """`self.abandoned(username, attempt_id, reason)`: tell otp that a code login it may
-    have accepted did not end in a session, so it frees the code (LoginAbandoned).
+class Announcer(EventDispatcher):
+    """`self.announce(event_cls, **payload)`: an event that must go out although the
+    request that causes it has answered, or must answer whatever the broker does: a code
+    login otp may have accepted that did not end in a session (LoginAbandoned), a
+    session started or ended (the audit trail's record of it).
 
     Published at once when the broker takes it; otherwise kept and retried in the
-    background (a code is only usable for about a minute, so two minutes of retries is
-    all that matters), and given a last chance on graceful stop.
+    background for ten minutes (a LoginAbandoned only matters for the minute a code is
+    usable), and given a last chance on graceful stop. The request is never failed by it.
     """
+
+    RETRY_SECONDS = 600.0
 
     def setup(self):
         super().setup()
@@ -99,18 +103,17 @@ class AbandonedLogins(EventDispatcher):
     def get_dependency(self, worker_ctx):
         dispatch = super().get_dependency(worker_ctx)
 
-        def abandoned(username, attempt_id, reason):
-            event = events.build_event(events.LoginAbandoned, username=username, attempt_id=attempt_id,
-                                       reason=reason)
+        def announce(event_cls, **payload):
+            event = events.build_event(event_cls, **payload)
             try:
-                dispatch(events.LoginAbandoned.name, event)
+                dispatch(event_cls.name, event)
             except Exception as error:
                 if unavailable_from(error) is None:
                     raise
-                self.repairs.later("announcing an abandoned login",
-                                   lambda: self.publish_later(events.LoginAbandoned.name, event), first_delay=0.5)
+                self.repairs.later(f"announcing {event_cls.name}", lambda: self.publish_later(event_cls.name, event),
+                                   for_seconds=self.RETRY_SECONDS, first_delay=0.5)
 
-        return abandoned
+        return announce
 
 
 class LoginWaiters(SharedExtension):

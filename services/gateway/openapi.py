@@ -4,7 +4,7 @@ from apispec.ext.marshmallow import MarshmallowPlugin
 
 from shared.fields import ACTIVATION_CODE_PATTERN, USERNAME_PATTERN
 from services.gateway import webpage
-from services.gateway.schemas import ErrorBody
+from services.gateway.schemas import ADMIN_NAME, ErrorBody
 
 # What the server accepts in each path parameter, so a client (or a fuzzer) reading this
 # document knows what a well-formed request is. Python's \Z is ECMA's $ here.
@@ -14,6 +14,7 @@ PATH_PARAMETERS = {
     "device_id": _ID, "challenge_id": _ID, "request_id": _ID,
     "code": {"type": "string", "pattern": ACTIVATION_CODE_PATTERN.replace("\\Z", "$")},
     "name": {"type": "string", "enum": sorted(webpage.ASSETS)},
+    "credential": {"type": "string", "pattern": ADMIN_NAME.replace("\\Z", "$")},
 }
 
 _ERROR_TEXT = {400: "Invalid input", 401: "Not authenticated or wrong credentials", 403: "Forbidden",

@@ -1,6 +1,7 @@
 """The gateway's HTTP request and response bodies (DESIGN §4); OpenAPI is generated from them."""
-from marshmallow import Schema, fields, validate
+from marshmallow import Schema, ValidationError, fields, validate
 
+from shared.events import EVENT_TYPES
 from shared.fields import PLATFORMS, OtpCode, StrictBoolean, StrictInteger, StrictString, Username
 
 
@@ -20,8 +21,92 @@ class LoginResponse(Schema):
     offer_remember = fields.Boolean(required=True)
 
 
+class PreviousLogin(Schema):
+    at = fields.String(required=True, metadata={"format": "date-time"})
+    method = fields.String(required=True, validate=validate.OneOf(["code", "push"]))
+    ip = fields.String(allow_none=True)
+    user_agent = fields.String(allow_none=True)
+
+
 class MeResponse(Schema):
     username = fields.String(required=True)
+    previous_login = fields.Nested(PreviousLogin, allow_none=True, required=True,
+                                   metadata={"description": "the login before this one; null for the first"})
+
+
+class AuditSource(Schema):
+    ip = fields.String()
+    user_agent = fields.String()
+
+
+class AuditEntry(Schema):
+    event_id = fields.String(required=True)
+    type = fields.String(required=True)
+    occurred_at = fields.String(required=True, metadata={"format": "date-time"})
+    username = fields.String(allow_none=True)
+    actor = fields.String(allow_none=True, metadata={"description": "the admin credential's name"})
+    device_id = fields.String(allow_none=True)
+    reason = fields.String(allow_none=True)
+    source = fields.Nested(AuditSource, allow_none=True)
+    details = fields.Dict()
+
+
+class Activity(Schema):
+    events = fields.List(fields.Nested(AuditEntry), required=True)
+
+
+class AuditPage(Activity):
+    next = fields.String(allow_none=True, required=True, metadata={"description": "the cursor of the next page"})
+
+
+class EventTypes(fields.Field):
+    """`type=` of the audit query: one event type or several, comma-separated."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if not isinstance(value, str):
+            raise self.make_error("invalid")
+        names = [name.strip() for name in value.split(",") if name.strip()]
+        unknown = sorted(set(names) - set(EVENT_TYPES))
+        if not names or unknown:
+            raise ValidationError(f"unknown event types {unknown}; one of {', '.join(EVENT_TYPES)}")
+        return names
+
+
+class AuditQuery(Schema):
+    username = Username()
+    type = EventTypes(metadata={"description": "event types, comma-separated"})
+    since = fields.AwareDateTime(format="iso")
+    until = fields.AwareDateTime(format="iso")
+    limit = fields.Integer(load_default=50, validate=validate.Range(min=1, max=200))
+    cursor = StrictString(validate=validate.Length(min=1, max=256))
+
+
+ADMIN_NAME = r"^[a-z0-9][a-z0-9._-]{0,63}\Z"
+
+
+class CredentialRequest(Schema):
+    name = StrictString(required=True, validate=validate.Regexp(
+        ADMIN_NAME, error="1-64 lower-case letters, digits, '.', '_' or '-'"))
+
+
+class CredentialCreated(Schema):
+    name = fields.String(required=True)
+    token = fields.String(required=True, metadata={"description": "shown once; only its hash is stored"})
+
+
+class Credential(Schema):
+    name = fields.String(required=True)
+    created_at = fields.String(allow_none=True)
+    revoked_at = fields.String(allow_none=True)
+
+
+class CredentialList(Schema):
+    credentials = fields.List(fields.Nested(Credential), required=True)
+
+
+class CredentialRevoked(Schema):
+    name = fields.String(required=True)
+    revoked = fields.Boolean(required=True)
 
 
 class ActivateRequest(Schema):
@@ -93,6 +178,8 @@ class Readiness(Schema):
     ready = fields.Boolean(required=True)
     checks = fields.Dict(keys=fields.String(), values=fields.Boolean(), required=True)
     down = fields.List(fields.String(), required=True)   # what is not answering, by name
+    # {audit: {answering, backlog, recorded}}: what readiness does not depend on
+    detail = fields.Dict(required=True)
 
 
 class RememberedUser(Schema):

@@ -5,6 +5,7 @@ import re
 import secrets
 import time
 import uuid
+from contextlib import contextmanager
 from datetime import timedelta
 from urllib.parse import urlencode
 
@@ -18,16 +19,16 @@ from shared import events
 from shared.clock import isoformat, utcnow
 from shared.config import SettingsProvider
 from shared.errors import (
-    Forbidden, InvalidCredentials, Locked, NotFound, TooManyRequests, Unauthenticated, Unavailable,
-    ValidationFailed, unavailable_from,
+    Conflict, Forbidden, InvalidCredentials, Locked, MycepaError, NotFound, TooManyRequests, Unauthenticated,
+    Unavailable, ValidationFailed, unavailable_from,
 )
-from shared.fields import ACTIVATION_CODE_PATTERN
+from shared.fields import ACTIVATION_CODE_PATTERN, USERNAME_PATTERN
 from shared.messaging import EventDispatcher
 from shared.mongo import MongoStorage
 from shared.validation import load_args
 from services.gateway import metrics, schemas, webpage
 from services.gateway.config import GatewaySettings
-from services.gateway.dependencies import AbandonedLogins, BrokerCheck, ServiceRpc, Waiters
+from services.gateway.dependencies import Announcer, BrokerCheck, ServiceRpc, Waiters
 from services.gateway.entrypoints import ROUTES, json_response, load_body, route
 from services.gateway.openapi import build_spec
 from services.gateway.sources import source_address
@@ -43,6 +44,10 @@ REMEMBER_COOKIE = "mycepa_remember"
 # this cookie, can see the outcome and receive the session.
 PUSH_COOKIE = "mycepa_push"
 ACTIVATION_CODE = re.compile(ACTIVATION_CODE_PATTERN)
+# The admin credential of MYCEPA_ADMIN_TOKEN, and the actor of a refused admin request:
+# no named credential may take these names.
+BOOTSTRAP = "bootstrap"
+RESERVED_ADMIN_NAMES = (BOOTSTRAP, "unknown")
 
 
 class GatewayService:
@@ -52,9 +57,10 @@ class GatewayService:
     storage = MongoStorage(GatewayStorage)
     otp = ServiceRpc("otp")
     push = ServiceRpc("push")
+    audit = ServiceRpc("audit")
     broker_reachable = BrokerCheck()
     dispatch = EventDispatcher()
-    abandoned = AbandonedLogins()
+    announce = Announcer()
     waiters = Waiters()
 
     # -- the login page --------------------------------------------------------------
@@ -83,47 +89,58 @@ class GatewayService:
         username = credentials["username"]
         source = self._source(request)
         now = utcnow()
-        self._refuse_if_throttled(source, now)
+        self._refuse_if_throttled(source["ip"], now)
         # Read before the code is spent: after it, only the session may still fail.
         remembered = self._remembered(request)
         attempt_id = uuid.uuid4().hex
         try:
-            verified = self.otp.verify(username, credentials["password"], attempt_id)
+            verified = self.otp.verify(username, credentials["password"], attempt_id, source)
         except (InvalidCredentials, Locked) as refusal:
             metrics.LOGINS.labels("code", refusal.code).inc()
-            if self.config["source_failure_limit"]:
-                self.storage.count_source_failure(source, now, self.config["source_failure_window_seconds"])
+            self._count_failure_of(source["ip"], now)
             raise
         except Unavailable:
             # otp may have accepted the code and its answer not arrived in time.
-            self.abandoned(username, attempt_id, "unavailable")
+            self.announce(events.LoginAbandoned, username=username, attempt_id=attempt_id, reason="unavailable")
             metrics.LOGINS.labels("code", "unavailable").inc()
             raise
-        now = utcnow()
+        offer = remembered is None or remembered["username"] != verified["username"]
+        response = json_response({"username": verified["username"], "offer_remember": offer})
         try:
-            token = self.storage.create_session(
-                verified["username"], "code", verified["device_id"], now,
-                now + timedelta(seconds=self.config["session_ttl_seconds"]))
+            self._start_session(response, verified["username"], "code", verified["device_id"], source)
         except Exception as error:
-            self.abandoned(username, attempt_id, "session_not_stored")
+            self.announce(events.LoginAbandoned, username=username, attempt_id=attempt_id,
+                          reason="session_not_stored")
             metrics.LOGINS.labels("code", "unavailable").inc()
             raise unavailable_from(error) or error
         metrics.LOGINS.labels("code", "ok").inc()
-        offer = remembered is None or remembered["username"] != verified["username"]
-        response = json_response({"username": verified["username"], "offer_remember": offer})
-        self._set_cookie(response, SESSION_COOKIE, token, self.config["session_ttl_seconds"])
         return response
 
-    @route("GET", "/api/me", "The logged-in user", "browser", responses={200: schemas.MeResponse},
-           errors=(401,), auth="session")
+    @route("GET", "/api/me", "The logged-in user, and their login before this one", "browser",
+           responses={200: schemas.MeResponse}, errors=(401,), auth="session")
     def me(self, request):
-        return json_response({"username": self._session(request)["username"]})
+        session = self._session(request)
+        try:
+            previous = self.audit.previous_login(session["username"], isoformat(session["created_at"]))
+        except Unavailable:
+            previous = None   # the audit trail is away: the user is still logged in
+        return json_response({"username": session["username"], "previous_login": previous})
+
+    @route("GET", "/api/me/activity", "The user's own last sign-ins, refusals, locks and device changes",
+           "browser", responses={200: schemas.Activity}, errors=(401, 503), auth="session")
+    def my_activity(self, request):
+        return json_response(self.audit.activity(self._session(request)["username"]))
 
     @route("POST", "/api/logout", "Log out: the session is revoked", "browser", responses={204: None},
            errors=(401,), auth="session")
     def logout(self, request):
         self._session(request)   # without a live session there is nothing to log out of: 401
-        return self._revoke_cookie(request, SESSION_COOKIE, self.storage.delete_session)
+        ended = self.storage.delete_session(self._cookie_of(request, SESSION_COOKIE))
+        if ended is not None:
+            self._announce_ended([ended], "logout", source=self._source(request))
+        response = Response(status=204)
+        self._delete_cookie(response, SESSION_COOKIE)
+        return response
 
     # -- browser: "Bewaar je gebruikersnaam" and push login ----------------------------
 
@@ -174,9 +191,7 @@ class GatewayService:
         self.storage.add_login_request(request_id, username, number, browser_token, now, expires_at)
         events.dispatch_event(self.dispatch, events.LoginRequested, request_id=request_id, username=username,
                               number=number, expires_at=expires_at,
-                              context={"ip": self._source(request),
-                                       "user_agent": request.headers.get("User-Agent", "")[:512],
-                                       "requested_at": now})
+                              context={**self._source(request), "requested_at": now})
         metrics.LOGINS.labels("push", "requested").inc()
         response = json_response({"request_id": request_id, "number": number, "expires_at": isoformat(expires_at)},
                                  202)
@@ -201,9 +216,8 @@ class GatewayService:
                 response.wait_for = (request_id, time.monotonic() + min(wait, until_expiry))
             return response
         if status == "approved" and self.storage.claim_session_for(request_id, now):
-            token = self.storage.create_session(login_request["username"], "push", login_request.get("device_id"),
-                                                now, now + timedelta(seconds=self.config["session_ttl_seconds"]))
-            self._set_cookie(response, SESSION_COOKIE, token, self.config["session_ttl_seconds"])
+            self._start_session(response, login_request["username"], "push", login_request.get("device_id"),
+                                self._source(request))
             self._delete_cookie(response, PUSH_COOKIE)
             metrics.LOGINS.labels("push", "ok").inc()
         return response
@@ -280,6 +294,7 @@ class GatewayService:
         if event is None:
             return
         ended = self.storage.end_sessions(device_id=event["device_id"])
+        self._announce_ended(ended, "device_revoked", actor=event.get("actor"))
         forgotten = self.storage.forget_user(event["username"]) if event["active_devices_left"] == 0 else 0
         log.info("device of %s revoked: %d session(s) ended, %d saved browser(s) forgotten",
                  event["username"], len(ended), forgotten)
@@ -290,6 +305,7 @@ class GatewayService:
         event = _parse(events.AccountLocked, payload)
         if event is not None and event["hard"]:
             ended = self.storage.end_sessions(username=event["username"])
+            self._announce_ended(ended, "locked")
             log.info("code login of %s hard-locked: %d session(s) ended", event["username"], len(ended))
 
     # -- device (the OTP app) --------------------------------------------------------
@@ -326,63 +342,116 @@ class GatewayService:
                                                          update["signature"]))
 
     # -- admin -----------------------------------------------------------------------
+    # Every admin request is audited (DESIGN §4): refused ones, and allowed ones whose
+    # own event does not carry the admin's name, as AdminAction (see `_admin`).
 
     @route("POST", "/api/admin/activations", "Create an activation code for a werkboeknummer", "admin",
            body=schemas.CreateActivationRequest, responses={201: schemas.ActivationResponse},
-           errors=(400, 401, 503), auth="admin")
+           errors=(400, 401, 429, 503), auth="admin")
     def create_activation(self, request):
-        self._require_admin(request)
-        body = load_body(request, schemas.CreateActivationRequest, self.config["max_body_bytes"])
-        activation = self.otp.create_activation(body["username"])
+        with self._admin(request, "create_activation") as admin:
+            body = load_body(request, schemas.CreateActivationRequest, self.config["max_body_bytes"])
+            admin.update(username=body["username"])
+            activation = self.otp.create_activation(body["username"], admin["actor"])
+            admin["own_event"] = True   # ActivationCreated
         activation["activation_uri"] = self._activation_uri(activation["activation_code"])
         return json_response(activation, 201)
 
     @route("GET", "/api/admin/activations/{code}/qr.svg", "The activation URI as a QR code", "admin",
-           responses={200: None}, errors=(400, 401), auth="admin", content_type="image/svg+xml")
+           responses={200: None}, errors=(400, 401, 429), auth="admin", content_type="image/svg+xml")
     def activation_qr(self, request, code):
-        self._require_admin(request)
-        if not ACTIVATION_CODE.match(code):
-            raise ValidationFailed("Invalid request", fields={"code": ["not an activation code"]})
+        with self._admin(request, "activation_qr"):
+            if not ACTIVATION_CODE.match(code):
+                raise ValidationFailed("Invalid request", fields={"code": ["not an activation code"]})
         svg = segno.make(self._activation_uri(code), error="m").svg_inline(scale=6, title="MyCepa activation")
         return Response(svg, status=200, mimetype="image/svg+xml", headers={"Cache-Control": "no-store"})
 
     @route("GET", "/api/admin/users/{username}/devices", "A user's devices", "admin",
-           responses={200: schemas.DeviceList}, errors=(400, 401, 503), auth="admin")
+           responses={200: schemas.DeviceList}, errors=(400, 401, 429, 503), auth="admin")
     def list_devices(self, request, username):
-        self._require_admin(request)
-        return json_response({"username": username, "devices": self.otp.list_devices(username)})
+        with self._admin(request, "list_devices", username=username):
+            return json_response({"username": username, "devices": self.otp.list_devices(username)})
 
     @route("DELETE", "/api/admin/devices/{device_id}", "Revoke a device", "admin",
-           responses={200: schemas.Device}, errors=(400, 401, 404, 503), auth="admin")
+           responses={200: schemas.Device}, errors=(400, 401, 404, 429, 503), auth="admin")
     def revoke_device(self, request, device_id):
-        self._require_admin(request)
-        return json_response(self.otp.revoke_device(device_id, "admin"))
+        with self._admin(request, "revoke_device", target=device_id) as admin:
+            revoked = self.otp.revoke_device(device_id, "admin", admin["actor"])
+            admin["own_event"] = True   # DeviceRevoked
+            return json_response(revoked)
 
     @route("DELETE", "/api/admin/users/{username}/sessions", "End every session of a user", "admin",
-           responses={200: schemas.SessionsEnded}, errors=(400, 401, 503), auth="admin")
+           responses={200: schemas.SessionsEnded}, errors=(400, 401, 429, 503), auth="admin")
     def end_user_sessions(self, request, username):
-        self._require_admin(request)
-        username = load_args(schemas.UsernamePath, username=username)["username"]
-        return json_response({"username": username, "ended": len(self.storage.end_sessions(username=username))})
+        with self._admin(request, "end_sessions", username=username) as admin:
+            username = load_args(schemas.UsernamePath, username=username)["username"]
+            ended = self.storage.end_sessions(username=username)
+            self._announce_ended(ended, "admin", actor=admin["actor"], source=self._source(request))
+            admin["own_event"] = bool(ended)   # SessionEnded, one per session
+            return json_response({"username": username, "ended": len(ended)})
 
     @route("POST", "/api/admin/users/{username}/unlock", "Unlock a locked account", "admin",
-           responses={200: schemas.UnlockResponse}, errors=(400, 401, 503), auth="admin")
+           responses={200: schemas.UnlockResponse}, errors=(400, 401, 429, 503), auth="admin")
     def unlock(self, request, username):
-        self._require_admin(request)
-        return json_response(self.otp.unlock(username))
-
+        with self._admin(request, "unlock", username=username) as admin:
+            unlocked = self.otp.unlock(username, admin["actor"])
+            admin["own_event"] = unlocked["was_locked"]   # AccountUnlocked
+            return json_response(unlocked)
 
     @route("GET", "/api/admin/users/{username}/push-block", "Whether push is blocked after a fraud report",
-           "admin", responses={200: schemas.PushBlock}, errors=(400, 401, 503), auth="admin")
+           "admin", responses={200: schemas.PushBlock}, errors=(400, 401, 429, 503), auth="admin")
     def push_block(self, request, username):
-        self._require_admin(request)
-        return json_response(self.push.push_block(username))
+        with self._admin(request, "show_push_block", username=username):
+            return json_response(self.push.push_block(username))
 
     @route("DELETE", "/api/admin/users/{username}/push-block", "Clear a fraud block", "admin",
-           responses={200: schemas.PushBlockCleared}, errors=(400, 401, 503), auth="admin")
+           responses={200: schemas.PushBlockCleared}, errors=(400, 401, 429, 503), auth="admin")
     def clear_push_block(self, request, username):
-        self._require_admin(request)
-        return json_response(self.push.clear_push_block(username))
+        with self._admin(request, "clear_push_block", username=username):
+            return json_response(self.push.clear_push_block(username))
+
+    @route("GET", "/api/admin/audit", "The audit trail, newest first: `?username=&type=&since=&until=&limit=&cursor=`",
+           "admin", responses={200: schemas.AuditPage}, errors=(400, 401, 429, 503), auth="admin")
+    def audit_trail(self, request):
+        with self._admin(request, "audit_query", username=request.args.get("username")):
+            query = load_args(schemas.AuditQuery, **request.args.to_dict())
+            return json_response(self.audit.query(
+                username=query.get("username"), types=query.get("type"), limit=query["limit"],
+                since=isoformat(query["since"]) if query.get("since") else None,
+                until=isoformat(query["until"]) if query.get("until") else None, cursor=query.get("cursor")))
+
+    @route("POST", "/api/admin/credentials", "A named admin credential: its token is shown once", "admin",
+           body=schemas.CredentialRequest, responses={201: schemas.CredentialCreated},
+           errors=(400, 401, 409, 429, 503), auth="admin")
+    def create_credential(self, request):
+        with self._admin(request, "create_credential") as admin:
+            name = load_body(request, schemas.CredentialRequest, self.config["max_body_bytes"])["name"]
+            admin["target"] = name
+            token = None if name in RESERVED_ADMIN_NAMES else self.storage.add_admin_credential(name, utcnow())
+            if token is None:
+                raise Conflict(f"The name {name!r} is taken; credentials are named once")
+        return json_response({"name": name, "token": token}, 201)
+
+    @route("GET", "/api/admin/credentials", "The admin credentials (names, never tokens)", "admin",
+           responses={200: schemas.CredentialList}, errors=(401, 429, 503), auth="admin")
+    def list_credentials(self, request):
+        with self._admin(request, "list_credentials"):
+            named = [{"name": c["_id"], "created_at": isoformat(c["created_at"]),
+                      "revoked_at": isoformat(c["revoked_at"]) if c["revoked_at"] else None}
+                     for c in self.storage.admin_credentials()]
+            return json_response({"credentials": [{"name": BOOTSTRAP, "created_at": None, "revoked_at": None}]
+                                  + named})
+
+    @route("DELETE", "/api/admin/credentials/{credential}", "Revoke a named admin credential, at once", "admin",
+           responses={200: schemas.CredentialRevoked}, errors=(400, 401, 404, 409, 429, 503), auth="admin")
+    def revoke_credential(self, request, credential):
+        with self._admin(request, "revoke_credential", target=credential):
+            name = load_args(schemas.CredentialRequest, name=credential)["name"]
+            if name == BOOTSTRAP:
+                raise Conflict("The bootstrap credential is MYCEPA_ADMIN_TOKEN: change it in the environment")
+            if not self.storage.revoke_admin_credential(name, utcnow()):
+                raise NotFound("No live credential of that name")
+            return json_response({"name": name, "revoked": True})
 
     # -- operations ------------------------------------------------------------------
 
@@ -394,15 +463,28 @@ class GatewayService:
            responses={200: schemas.Readiness, 503: schemas.Readiness})
     def readyz(self, request):
         checks = {"rabbitmq": self.broker_reachable, "database": self.storage.ping,
-                  "otp": lambda: _answers(self.otp.ping), "push": lambda: _answers(self.push.ping)}
+                  "otp": lambda: _answers(self.otp.ping), "push": lambda: _answers(self.push.ping),
+                  "audit": self._audit_state}
         pool = eventlet.GreenPool(len(checks))
         results = dict(zip(checks, pool.imap(lambda check: check(), checks.values())))
+        # Logins do not wait for the audit trail (its events queue up): it is detail, not
+        # a condition of readiness.
+        audit = results.pop("audit")
         down = [name for name, ok in results.items() if not ok]
-        return json_response({"ready": not down, "checks": results, "down": down}, 503 if down else 200)
+        return json_response({"ready": not down, "checks": results, "down": down, "detail": {"audit": audit}},
+                             503 if down else 200)
+
+    def _audit_state(self):
+        """{answering, backlog (events waiting in its queue), recorded (by type)}."""
+        try:
+            return {"answering": True, **self.audit.stats()}
+        except Exception:   # any failure means "not answering"; the reason is in its log
+            return {"answering": False, "backlog": None, "recorded": {}}
 
     @route("GET", "/metrics", "Prometheus metrics", "operations", responses={200: None},
            content_type="text/plain")
     def metrics(self, request):
+        metrics.observe_audit(self._audit_state())
         body, content_type = metrics.exposition()
         return Response(body, status=200, content_type=content_type)
 
@@ -449,15 +531,35 @@ class GatewayService:
 
     def _session(self, request):
         token = self._cookie_of(request, SESSION_COOKIE)
-        session = (self.storage.find_session(token, utcnow(), self.config["session_idle_seconds"])
-                   if token else None)
+        session, ended = (self.storage.find_session(token, utcnow(), self.config["session_idle_seconds"])
+                          if token else (None, None))
+        if ended is not None:
+            self._announce_ended([ended["session"]], ended["reason"], source=self._source(request))
         if session is None:
             raise Unauthenticated("Not logged in")
         return session
 
+    def _start_session(self, response, username, method, device_id, source):
+        """A session for `response` (its cookie), and its SessionStarted."""
+        now, ttl = utcnow(), self.config["session_ttl_seconds"]
+        token = self.storage.create_session(username, method, device_id, now, now + timedelta(seconds=ttl))
+        self._set_cookie(response, SESSION_COOKIE, token, ttl)
+        self.announce(events.SessionStarted, username=username, method=method, device_id=device_id, source=source)
+
+    def _announce_ended(self, sessions, reason, actor=None, source=None):
+        for session in sessions:
+            self.announce(events.SessionEnded, username=session["username"], method=session.get("method"),
+                          device_id=session.get("device_id"), reason=reason, actor=actor, source=source)
+
     def _source(self, request):
-        return source_address(request.remote_addr, request.headers.get("X-Forwarded-For"),
-                              self.config["trusted_proxies"])
+        """{ip, user_agent} of the request: the address throttling counts (sources.py)."""
+        return {"ip": source_address(request.remote_addr, request.headers.get("X-Forwarded-For"),
+                                     self.config["trusted_proxies"]),
+                "user_agent": request.headers.get("User-Agent", "")[:512]}
+
+    def _count_failure_of(self, ip, now):
+        if self.config["source_failure_limit"]:
+            self.storage.count_source_failure(ip, now, self.config["source_failure_window_seconds"])
 
     def _refuse_if_throttled(self, source, now):
         """429 for a source over SOURCE_FAILURE_LIMIT failed logins in the window; other
@@ -475,13 +577,59 @@ class GatewayService:
         raise TooManyRequests(f"Too many failed logins from this address; try again in {retry_after} seconds",
                               retry_after=retry_after)
 
-    def _require_admin(self, request):
-        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(token.encode(), self.config["admin_token"].encode()):
+    @contextmanager
+    def _admin(self, request, action, target=None, username=None):
+        """An admin request as the credential it shows: yields {actor, own_event, ...}.
+
+        A missing, unknown or revoked token is refused (401), counted against the
+        request's source like a failed login (429 past the limit) and audited with
+        actor `unknown`. An allowed request is audited as AdminAction with its outcome,
+        unless it succeeded and its own event carries the actor (`own_event`)."""
+        source = self._source(request)
+        now = utcnow()
+        actor = self._admin_name(request)
+        if actor is None:
+            self.announce(events.AdminAction, actor="unknown", action=action, target=_bounded(target),
+                          username=_username_or_none(username), outcome="refused", status=401, source=source)
+            self._refuse_if_throttled(source["ip"], now)
+            self._count_failure_of(source["ip"], now)
             raise Unauthenticated("A valid admin bearer token is required")
+        done = {"actor": actor, "own_event": False, "target": target, "username": username}
+        status = 500
+        try:
+            yield done
+            status = 200
+        except MycepaError as error:
+            status = error.status
+            raise
+        finally:
+            if not (done["own_event"] and status == 200):
+                self.announce(events.AdminAction, actor=actor, action=action, target=_bounded(done["target"]),
+                              username=_username_or_none(done["username"]), outcome="allowed", status=status,
+                              source=source)
+
+    def _admin_name(self, request):
+        """The name of the admin credential the request shows: `bootstrap` for
+        MYCEPA_ADMIN_TOKEN, a named one's, or None."""
+        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not token or len(token) > 256:
+            return None
+        if hmac.compare_digest(token.encode(), self.config["admin_token"].encode()):
+            return BOOTSTRAP
+        return self.storage.admin_name_of(token)
 
     def _activation_uri(self, code):
         return "mycepa://activate?" + urlencode({"code": code, "server": self.config["public_url"]})
+
+
+def _bounded(target):
+    """A target as an audit entry may hold it (whatever a request put in its path)."""
+    return None if target is None else str(target)[:128]
+
+
+def _username_or_none(text):
+    """`text` if it is a werkboeknummer (what an audit entry may be filed under)."""
+    return text if isinstance(text, str) and re.match(USERNAME_PATTERN, text) else None
 
 
 def _parse(event_cls, payload):

@@ -1,5 +1,5 @@
-"""The gateway's own database: sessions, remembered browsers, push login requests, and
-the failed logins counted per source address.
+"""The gateway's own database: sessions, remembered browsers, push login requests, the
+failed logins counted per source address, and the named admin credentials.
 
 Tokens (session, remember, the browser binding of a login request) are random and
 stored only as SHA-256 hashes. Hot reads are by `_id` alone (see shared/mongo.py); the
@@ -58,20 +58,24 @@ class GatewayStorage(Storage):
                            last_seen=now)
 
     def find_session(self, token, now, idle_seconds):
-        """The live session of `token`: not past its absolute expiry, and used within
-        `idle_seconds`; using it counts as use."""
-        session = self._find_live("sessions", token, now)
+        """(the live session of `token`, None), or (None, how it ended) when this call
+        found it past its absolute expiry or unused for `idle_seconds` and removed it
+        ({reason: expired | idle, session}), or (None, None). Using it counts as use."""
+        session = self.db.sessions.find_one({"_id": token_hash(token)})
         if session is None:
-            return None
-        idle = (now - session["last_seen"]).total_seconds()
-        if idle > idle_seconds:
-            return None
-        if idle > TOUCH_SECONDS:
+            return None, None
+        reason = ("expired" if session["expires_at"] <= now else
+                  "idle" if (now - session["last_seen"]).total_seconds() > idle_seconds else None)
+        if reason is not None:
+            removed = self.db.sessions.delete_one({"_id": session["_id"]}).deleted_count
+            return None, ({"reason": reason, "session": session} if removed else None)
+        if (now - session["last_seen"]).total_seconds() > TOUCH_SECONDS:
             self.db.sessions.update_one({"_id": session["_id"]}, {"$set": {"last_seen": now}})
-        return session
+        return session, None
 
     def delete_session(self, token):
-        return self.db.sessions.delete_one({"_id": token_hash(token)}).deleted_count
+        """The session of `token` if this call ended it, else None."""
+        return self.db.sessions.find_one_and_delete({"_id": token_hash(token)})
 
     def end_sessions(self, **owner):
         """End every session of a user (`username=`) or made with a device (`device_id=`);
@@ -80,6 +84,38 @@ class GatewayStorage(Storage):
         for session in ended:
             self.db.sessions.delete_one({"_id": session["_id"]})
         return ended
+
+    # -- named admin credentials -------------------------------------------------------
+
+    def add_admin_credential(self, name, now):
+        """A new random token for `name`, or None when the name is taken (even revoked:
+        a name in the audit trail means one credential)."""
+        token = secrets.token_urlsafe(32)
+        if not self.claim("admin_credentials", name, token_hash=token_hash(token), created_at=now, revoked_at=None):
+            return None
+        self.insert_surely("admin_tokens", {"_id": token_hash(token), "name": name})
+        return token
+
+    def admin_name_of(self, token):
+        """The name of the live credential `token`, or None (unknown or revoked)."""
+        entry = self.db.admin_tokens.find_one({"_id": token_hash(token)})
+        if entry is None:
+            return None
+        credential = self.db.admin_credentials.find_one({"_id": entry["name"]})
+        return entry["name"] if credential and credential["revoked_at"] is None else None
+
+    def admin_credentials(self):
+        """Every named credential, oldest first (a handful: the collection is scanned)."""
+        return list(self.db.admin_credentials.find({}, projection={"token_hash": 0}).sort("created_at", 1))
+
+    def revoke_admin_credential(self, name, now):
+        """True when this call revoked a live credential."""
+        credential = self.db.admin_credentials.find_one({"_id": name})
+        if credential is None or credential["revoked_at"] is not None:
+            return False
+        self.db.admin_tokens.delete_one({"_id": credential["token_hash"]})
+        self.db.admin_credentials.update_one({"_id": name}, {"$set": {"revoked_at": now}})
+        return True
 
     # -- remembered browsers ("Bewaar je gebruikersnaam") -----------------------------
 

@@ -14,10 +14,25 @@ class UsernameArgs(StrictSchema):
     username = Username(required=True)
 
 
+class SourceArgs(StrictSchema):
+    """Where the login came from (the gateway's view), for the events it causes."""
+    ip = StrictString(required=True, validate=validate.Length(max=64))
+    user_agent = StrictString(required=True, validate=validate.Length(max=512))
+
+
+# The admin credential's name, for the events of what an administrator does.
+_actor = StrictString(load_default=None, allow_none=True, validate=validate.Length(min=1, max=64))
+
+
+class ActorArgs(UsernameArgs):
+    actor = _actor
+
+
 class VerifyArgs(StrictSchema):
     username = Username(required=True)
     code = OtpCode(required=True)
     attempt_id = StrictString(load_default=None, allow_none=True, validate=validate.Regexp(r"^[0-9a-f]{32}\Z"))
+    source = fields.Nested(SourceArgs, load_default=None, allow_none=True)
 
 
 class ActivateArgs(StrictSchema):
@@ -40,6 +55,7 @@ class ActivateArgs(StrictSchema):
 class DeviceIdArgs(StrictSchema):
     device_id = StrictString(required=True, validate=validate.Length(min=1, max=64))
     reason = StrictString(load_default="admin", validate=validate.OneOf(["admin", "user", "replaced"]))
+    actor = _actor
 
 
 class DeviceView(Schema):

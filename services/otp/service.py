@@ -15,7 +15,7 @@ from shared.mongo import MongoStorage
 from shared.validation import load_args
 from services.otp import activation_codes, secrets
 from services.otp.dependencies import OtpConfig
-from services.otp.schemas import ActivateArgs, DeviceIdArgs, DeviceView, UsernameArgs, VerifyArgs
+from services.otp.schemas import ActivateArgs, ActorArgs, DeviceIdArgs, DeviceView, UsernameArgs, VerifyArgs
 from services.otp.storage import OtpStorage
 
 log = logging.getLogger(__name__)
@@ -50,8 +50,9 @@ class OtpService:
     # -- activation ------------------------------------------------------------------
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
-    def create_activation(self, username):
-        username = load_args(UsernameArgs, username=username)["username"]
+    def create_activation(self, username, actor=None):
+        args = load_args(ActorArgs, username=username, actor=actor)
+        username = args["username"]
         now = utcnow()
         expires_at = now + timedelta(seconds=self.config.settings["activation_ttl_seconds"])
         for _ in range(10):  # a taken code id is drawn again
@@ -59,6 +60,8 @@ class OtpService:
             _, secret_part = activation_codes.parse(code)
             if self.storage.add_activation_code(code_id, activation_codes.secret_hash(secret_part),
                                                 username, now, expires_at):
+                events.dispatch_event(self.dispatch, events.ActivationCreated, username=username,
+                                      actor=args["actor"], expires_at=expires_at)
                 return {"activation_code": code, "username": username, "expires_at": isoformat(expires_at)}
         raise Unavailable("could not allocate an activation code; try again")
 
@@ -118,7 +121,7 @@ class OtpService:
     # -- login -----------------------------------------------------------------------
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
-    def verify(self, username, code, attempt_id=None):
+    def verify(self, username, code, attempt_id=None, source=None):
         """The device whose code this is, accepted once; otherwise a refusal that is the
         same for an unknown user and a wrong code.
 
@@ -126,15 +129,15 @@ class OtpService:
         answered the same, and a LoginAbandoned event for it releases the code. The code
         stays accepted only if the caller receives this success.
         """
-        args = load_args(VerifyArgs, username=username, code=code, attempt_id=attempt_id)
-        username, code = args["username"], args["code"]
+        args = load_args(VerifyArgs, username=username, code=code, attempt_id=attempt_id, source=source)
+        username, code, source = args["username"], args["code"], args["source"]
         attempt_id = args["attempt_id"] or uuid.uuid4().hex
         self.deadline.check()
         now = utcnow()
         state = self.storage.lock_state(username)
         refusal = self.config.lockout.refusal(state, now)
         if refusal is not None:
-            self._emit_rejected(username, "locked", state.failures)
+            self._emit_rejected(username, "locked", state.failures, source)
             raise refusal
 
         authenticators = self.storage.authenticators_of(username)
@@ -144,19 +147,19 @@ class OtpService:
             step = secrets.matching_step(self._secret_of(authenticator), code, now)
             if step is None:
                 continue
-            self._refuse_if_locked_meanwhile(state, now)
+            self._refuse_if_locked_meanwhile(state, now, source)
             if not self.storage.accept_step(authenticator, step, attempt_id, now):
-                return self._refuse(state, "replayed", now)
+                return self._refuse(state, "replayed", now, source)
             self.deadline.undo_unless_delivered(partial(
                 self.storage.repairs.now_or_later, "releasing a code whose login did not answer",
                 partial(self.storage.release_step, authenticator["_id"], step, attempt_id)))
             self.storage.start_new_epoch(state)
             events.dispatch_event(self.dispatch_outcome, events.OtpVerified,
-                                  username=username, device_id=authenticator["_id"])
+                                  username=username, device_id=authenticator["_id"], source=source)
             return {"username": username, "device_id": authenticator["_id"]}
-        return self._refuse(state, "invalid", now)
+        return self._refuse(state, "invalid", now, source)
 
-    def _refuse_if_locked_meanwhile(self, state, now):
+    def _refuse_if_locked_meanwhile(self, state, now, source):
         """A right code is accepted only if code login is still open now that it matched:
         in a burst, every guess reads the count before any is counted, and without this
         look the guesses beyond the lock would all be checked (one read, on success only)."""
@@ -164,7 +167,7 @@ class OtpService:
         if current.failures > state.failures:
             refusal = self.config.lockout.refusal(current, now)
             if refusal is not None:
-                self._emit_rejected(state.username, "locked", current.failures)
+                self._emit_rejected(state.username, "locked", current.failures, source)
                 raise refusal
 
     def _secret_of(self, authenticator):
@@ -177,10 +180,10 @@ class OtpService:
                       authenticator["_id"])
             return _DECOY_SECRET
 
-    def _refuse(self, state, reason, now):
+    def _refuse(self, state, reason, now, source):
         """Count the failure; the refusal, which says "locked" once it locks."""
         state = self.storage.count_failure(state, now)
-        self._emit_rejected(state.username, reason, state.failures)
+        self._emit_rejected(state.username, reason, state.failures, source)
         policy = self.config.lockout
         if policy.starts_a_lock(state.failures):
             hard = policy.hard(state.failures)
@@ -189,9 +192,9 @@ class OtpService:
                                   until=None if hard else policy.locked_until(state))
         raise policy.refusal(state, now) or InvalidCredentials(WRONG_CODE)
 
-    def _emit_rejected(self, username, reason, failures):
+    def _emit_rejected(self, username, reason, failures, source):
         events.dispatch_event(self.dispatch_outcome, events.OtpRejected, username=username, reason=reason,
-                              consecutive_failures=failures)
+                              consecutive_failures=failures, source=source)
 
     # -- administration --------------------------------------------------------------
 
@@ -238,25 +241,29 @@ class OtpService:
                 "active_devices": len(self.storage.authenticators_of(username))}
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
-    def revoke_device(self, device_id, reason="admin"):
-        device_id = load_args(DeviceIdArgs, device_id=device_id, reason=reason)["device_id"]
+    def revoke_device(self, device_id, reason="admin", actor=None):
+        args = load_args(DeviceIdArgs, device_id=device_id, reason=reason, actor=actor)
+        device_id = args["device_id"]
         device = self.storage.revoke_authenticator(device_id, utcnow())
         if device is None:
             raise NotFound("No active device with this id")
         events.dispatch_event(self.dispatch, events.DeviceRevoked, device_id=device_id,
                               username=device["username"], reason=reason,
-                              active_devices_left=len(self.storage.authenticators_of(device["username"])))
+                              active_devices_left=len(self.storage.authenticators_of(device["username"])),
+                              actor=args["actor"])
         return DeviceView().dump(self.storage.find_authenticator(device_id))
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
-    def unlock(self, username):
-        username = load_args(UsernameArgs, username=username)["username"]
+    def unlock(self, username, actor=None):
+        args = load_args(ActorArgs, username=username, actor=actor)
+        username = args["username"]
         state = self.storage.lock_state(username)
         was_locked = self.config.lockout.locked(state, utcnow())
         if state.failures:
             self.storage.start_new_epoch(state, force=True)
         if was_locked:
-            events.dispatch_event(self.dispatch, events.AccountUnlocked, username=username, by="admin")
+            events.dispatch_event(self.dispatch, events.AccountUnlocked, username=username, by="admin",
+                                  actor=args["actor"])
         return {"username": username, "was_locked": was_locked}
 
     @timer(interval=300)

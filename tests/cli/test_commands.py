@@ -202,7 +202,7 @@ def test_push_login_approved_from_inbox(cli):
     assert "Approved" in approved.stdout
 
     assert push_status(cli, browser, request["request_id"]) == "approved"
-    assert browser.get(f"{cli.stack.base_url}/api/me", timeout=10).json() == {"username": username}
+    assert browser.get(f"{cli.stack.base_url}/api/me", timeout=10).json()["username"] == username
     again = cli.app("approve", "--challenge", challenge_id, "--number", request["number"], "--pin", PIN, expect=1)
     assert "No pending login request" in again.stderr
 

@@ -11,6 +11,7 @@ import pytest
 import requests
 
 from clients.device import Device, create_activation
+from shared import events
 from tests.conftest import TEST_ENV, service_db
 
 pytestmark = pytest.mark.e2e
@@ -68,7 +69,7 @@ def test_the_whole_code_login_journey(stack, admin_headers, mongo_client):
     assert response.json() == {"username": "W1000001", "offer_remember": True}
     cookie = response.headers["Set-Cookie"]
     assert "mycepa_session=" in cookie and "HttpOnly" in cookie and "SameSite=Strict" in cookie
-    assert browser.get(f"{base}/api/me", timeout=10).json() == {"username": "W1000001"}
+    assert browser.get(f"{base}/api/me", timeout=10).json()["username"] == "W1000001"
     # Sessions are stored by hash: the cookie value is not in the gateway database.
     token = browser.cookies["mycepa_session"]
     assert service_db(mongo_client, "gateway").sessions.find_one({"_id": token}) is None
@@ -194,8 +195,13 @@ def test_operations_endpoints(stack):
     assert requests.get(f"{stack.base_url}/healthz", timeout=10).json() == {"status": "ok"}
     ready = requests.get(f"{stack.base_url}/readyz", timeout=10)
     assert ready.status_code == 200
-    assert ready.json() == {"ready": True, "checks": {"rabbitmq": True, "database": True, "otp": True, "push": True},
-                            "down": []}
+    body = ready.json()
+    assert {key: body[key] for key in ("ready", "checks", "down")} == {
+        "ready": True, "checks": {"rabbitmq": True, "database": True, "otp": True, "push": True}, "down": []}
+    # The audit trail is detail: logins do not wait for it.
+    audit = body["detail"]["audit"]
+    assert audit["answering"] is True and isinstance(audit["backlog"], int)
+    assert set(audit["recorded"]) == set(events.EVENT_TYPES)
     spec = requests.get(f"{stack.base_url}/openapi.json", timeout=10).json()
     assert spec["openapi"].startswith("3.")
     assert "LoginRequest" in spec["components"]["schemas"]

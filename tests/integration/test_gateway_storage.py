@@ -28,15 +28,18 @@ def test_a_session_in_use_lives_on_and_an_idle_one_ends(gateway):
     token = gateway.create_session("W1", "push", "dev_1", start, start + timedelta(hours=8))
     # Used every 20 minutes: never idle for 30, alive for hours.
     for minutes in range(20, 8 * 60, 20):
-        assert gateway.find_session(token, start + timedelta(minutes=minutes), IDLE) is not None, minutes
-    # ...but not past its absolute expiry, however much it is used.
-    assert gateway.find_session(token, start + timedelta(hours=8, seconds=1), IDLE) is None
+        session, ended = gateway.find_session(token, start + timedelta(minutes=minutes), IDLE)
+        assert session is not None and ended is None, minutes
+    # ...but not past its absolute expiry, however much it is used; the call that finds
+    # it so says how it ended (for SessionEnded), once.
+    session, ended = gateway.find_session(token, start + timedelta(hours=8, seconds=1), IDLE)
+    assert session is None and ended["reason"] == "expired" and ended["session"]["device_id"] == "dev_1"
+    assert gateway.find_session(token, start + timedelta(hours=8, seconds=2), IDLE) == (None, None)
 
     idle = gateway.create_session("W1", "code", "dev_1", start, start + timedelta(hours=8))
-    assert gateway.find_session(idle, start + timedelta(minutes=29), IDLE) is not None
-    assert gateway.find_session(idle, start + timedelta(minutes=29 + 31), IDLE) is None
-    session = gateway.db.sessions.find_one({"username": "W1", "method": "push"})
-    assert session["device_id"] == "dev_1"   # how it was made, for the revocation of that device
+    assert gateway.find_session(idle, start + timedelta(minutes=29), IDLE)[0] is not None
+    session, ended = gateway.find_session(idle, start + timedelta(minutes=29 + 31), IDLE)
+    assert session is None and ended["reason"] == "idle" and ended["session"]["method"] == "code"
 
 
 def test_the_push_limit_slides_no_burst_across_a_window_edge(gateway):

@@ -93,7 +93,7 @@ def test_a_login_abandoned_by_the_gateway_gives_the_code_back(services, rabbit_c
 
     dispatch = event_dispatcher(rabbit_config)
     with entrypoint_waiter(otp, "on_login_abandoned"):
-        dispatch(events.LoginAbandoned.source, events.LoginAbandoned.name,
+        dispatch(events.LoginAbandoned.service, events.LoginAbandoned.name,
                  events.build_event(events.LoginAbandoned, username="W7000003", attempt_id=attempt,
                                     reason="unavailable"))
 

@@ -38,7 +38,7 @@ def running(container_factory, rabbit_config, mongo_client):
 
 
 def emit(dispatch, event_cls, **payload):
-    dispatch(event_cls.source, event_cls.name, events.build_event(event_cls, **payload))
+    dispatch(event_cls.service, event_cls.name, events.build_event(event_cls, **payload))
 
 
 def test_a_redelivered_login_request_makes_one_challenge_and_one_notification(running, mongo_client):

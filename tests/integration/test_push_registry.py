@@ -24,7 +24,7 @@ def emit(rabbit_config):
 
     def emit_event(event_cls, **payload):
         event = events.build_event(event_cls, **payload)
-        dispatch(event_cls.source, event_cls.name, event)
+        dispatch(event_cls.service, event_cls.name, event)
         return event
 
     return emit_event

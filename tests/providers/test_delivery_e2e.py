@@ -70,7 +70,7 @@ def approve_from_notification(stack, device, browser, request, challenge_id):
             break
         time.sleep(0.05)
     assert status == {"status": "approved"}
-    assert browser.get(f"{stack.base_url}/api/me", timeout=10).json() == {"username": device.username}
+    assert browser.get(f"{stack.base_url}/api/me", timeout=10).json()["username"] == device.username
 
 
 def test_an_iphone_is_notified_through_apns_and_confirms(delivery, provider_servers):

@@ -17,6 +17,7 @@ from werkzeug.routing import Map, Rule
 from werkzeug.test import Client, EnvironBuilder
 from werkzeug.wrappers import Response
 
+from shared import events
 from shared.config import load_settings
 from shared.errors import (
     InvalidCredentials, Locked, TooManyRequests, Unauthenticated, Unavailable, ValidationFailed,
@@ -390,6 +391,7 @@ def gateway_worker(environment="prod"):
     settings = load_settings(GatewaySettings, environ={"MYCEPA_ADMIN_TOKEN": ADMIN_TOKEN, "MYCEPA_ENV": environment})
     worker = worker_factory(gateway_service.GatewayService, config=settings)
     worker.storage.source_failures.return_value = (0, 0)   # a source with no failed login
+    worker.storage.admin_name_of.return_value = None        # no named admin credential
     return worker
 
 
@@ -406,9 +408,11 @@ def test_login_creates_a_session_and_sets_a_strict_cookie():
 
     assert response.status_code == 200
     assert body_of(response) == {"username": "W123", "offer_remember": True}
-    (username, code, attempt_id), _ = worker.otp.verify.call_args
+    (username, code, attempt_id, source), _ = worker.otp.verify.call_args
     assert (username, code) == ("W123", "0123456789") and len(attempt_id) == 32
-    worker.abandoned.assert_not_called()
+    assert set(source) == {"ip", "user_agent"}   # for OtpVerified / OtpRejected (the audit trail)
+    (announced,), payload = worker.announce.call_args   # SessionStarted, not LoginAbandoned
+    assert announced is events.SessionStarted and (payload["method"], payload["device_id"]) == ("code", "dev_1")
     username, method, device_id, now, expires_at = worker.storage.create_session.call_args.args
     assert (username, method, device_id) == ("W123", "code", "dev_1")
     assert (expires_at - now).total_seconds() == 8 * 3600
@@ -428,8 +432,9 @@ def test_a_login_otp_did_not_answer_in_time_gives_its_code_back():
     with pytest.raises(Unavailable):
         worker.login(login_request())
 
-    (_, _, attempt_id), _ = worker.otp.verify.call_args
-    worker.abandoned.assert_called_once_with("W123", attempt_id, "unavailable")
+    (_, _, attempt_id, _), _ = worker.otp.verify.call_args
+    worker.announce.assert_called_once_with(events.LoginAbandoned, username="W123", attempt_id=attempt_id,
+                                            reason="unavailable")
     worker.storage.create_session.assert_not_called()
 
 
@@ -442,8 +447,9 @@ def test_a_session_that_cannot_be_stored_is_a_503_and_gives_the_code_back():
     with pytest.raises(Unavailable):
         worker.login(login_request())
 
-    (_, _, attempt_id), _ = worker.otp.verify.call_args
-    worker.abandoned.assert_called_once_with("W123", attempt_id, "session_not_stored")
+    (_, _, attempt_id, _), _ = worker.otp.verify.call_args
+    worker.announce.assert_called_once_with(events.LoginAbandoned, username="W123", attempt_id=attempt_id,
+                                            reason="session_not_stored")
 
 
 def test_a_refused_code_is_not_abandoned():
@@ -451,7 +457,7 @@ def test_a_refused_code_is_not_abandoned():
     worker.otp.verify.side_effect = InvalidCredentials("Unknown username or wrong code")
     with pytest.raises(InvalidCredentials):
         worker.login(login_request())
-    worker.abandoned.assert_not_called()
+    worker.announce.assert_not_called()
 
 
 def test_login_cookie_is_not_secure_in_dev():
@@ -517,7 +523,7 @@ def test_admin_unlock_with_the_token():
     worker.otp.unlock.return_value = {"username": "W123", "was_locked": True}
     response = worker.unlock(admin_request(), "W123")
     assert body_of(response) == {"username": "W123", "was_locked": True}
-    worker.otp.unlock.assert_called_once_with("W123")
+    worker.otp.unlock.assert_called_once_with("W123", "bootstrap")   # the actor: the bootstrap credential
 
 
 def test_create_activation_adds_the_activation_uri():

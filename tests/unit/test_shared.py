@@ -236,10 +236,10 @@ def test_parse_event_refuses_a_malformed_payload():
 
 def test_every_event_has_a_unique_name_and_a_known_source():
     names = [event.name for event in events.ALL_EVENTS]
-    assert len(names) == len(set(names)) == 14
+    assert len(names) == len(set(names)) == 18
     for event in events.ALL_EVENTS:
         assert event.name == event.__name__
-        assert event.source in (events.OTP, events.PUSH, events.GATEWAY)
+        assert event.service in (events.OTP, events.PUSH, events.GATEWAY)
         assert event.name in events.__all__
 
 
