@@ -3,19 +3,20 @@
 The worker comes from nameko's `worker_factory` (see conftest.py): `storage` is a Mock
 that records every call and is answered by an in-memory FakeOtpStorage starting as a
 clean database (seed it through `worker.storage.fake`), `dispatch` a Mock standing for
-the EventDispatcher, `deadline` a Mock whose check() passes, and `config` real settings
-and a real SecretBox, so secrets really are encrypted.
+the EventDispatcher, `deadline` a Mock whose check() passes, and `config` real settings,
+a real SecretBox, so secrets really are encrypted, and the real LockoutPolicy.
 Settings are those of tests/conftest.py: 3 free failures, then 1 s, 2 s, ... capped at
 4 s, and a hard lock at 6 consecutive failures.
 """
 import base64
 import inspect
+import itertools
 import json
 import logging
 import os
 import time
-from datetime import datetime, timedelta, timezone
-from unittest.mock import ANY, Mock
+from datetime import datetime, timedelta
+from unittest.mock import ANY, Mock, call
 
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -27,12 +28,27 @@ from shared.errors import (
     Expired, InvalidCredentials, Locked, NotFound, Unavailable, ValidationFailed,
 )
 from services.otp import activation_codes, secrets
-from services.otp.service import ACTIVATION_USED, HARD_LOCKED, WRONG_ACTIVATION, WRONG_CODE
+from services.otp.lockout import HARD_LOCKED, LockoutPolicy, LockState
+from services.otp.service import ACTIVATION_USED, WRONG_ACTIVATION, WRONG_CODE
 from services.otp.storage import OtpStorage
 from tests.unit.conftest import FakeOtpStorage
 
 USER = "W123456"
-CLEAN_LOCKOUT = {"epoch": "0", "failures": 0, "locked_until": None}
+# What lock_state reports for a username with no failure recorded.
+CLEAN = LockState(USER, "0", 0)
+
+
+@pytest.fixture
+def make_otp_worker(make_otp_worker):
+    """conftest's make_otp_worker, with the lockout policy the real OtpConfig builds from
+    the same settings (conftest's config has only `.settings` and `.box`)."""
+
+    def make(**overrides):
+        worker = make_otp_worker(**overrides)
+        worker.config.lockout = LockoutPolicy.from_settings(worker.config.settings)
+        return worker
+
+    return make
 
 
 # -- helpers -------------------------------------------------------------------------
@@ -45,9 +61,20 @@ def add_authenticator(worker, device_id="dev_1", secret=None, status="active"):
     return secret
 
 
-def lockout_of(worker, username=USER):
-    """The lockout record as the service reads it (read from the fake: not recorded)."""
-    return worker.storage.fake.lockout(username)
+def lock_state_of(worker, username=USER):
+    """The lock state as the service reads it (read from the fake: not recorded)."""
+    return worker.storage.fake.lock_state(username)
+
+
+def a_while_ago():
+    """Longer ago than any wait of the test policy (4 s at most): a lock from then is over."""
+    return utcnow() - timedelta(minutes=1)
+
+
+def seed_and_read(worker, failures, at):
+    """Seed `failures` consecutive failures of USER, the last at `at`; the state after."""
+    worker.storage.fake.seed_failures(USER, failures, at)
+    return lock_state_of(worker)
 
 
 def current_step():
@@ -134,14 +161,17 @@ def test_verify_accepts_the_current_code(make_otp_worker):
     result = worker.verify(USER, code_for(secret, step))
 
     assert result == {"username": USER, "device_id": "dev_1"}
-    worker.storage.lockout.assert_called_once_with(USER)
+    # Read before the code is checked, and once more when it matched (a burst may have
+    # locked code login meanwhile).
+    assert worker.storage.lock_state.call_args_list == [call(USER), call(USER)]
     worker.storage.authenticators_of.assert_called_once_with(USER)
     (authenticator, accepted_step, _attempt, _now), _ = worker.storage.accept_step.call_args
     assert (authenticator["_id"], accepted_step) == ("dev_1", step)
     worker.storage.accept_step.assert_called_once()
-    worker.storage.reset_lockout.assert_called_once_with(USER, CLEAN_LOCKOUT)
+    worker.storage.start_new_epoch.assert_called_once_with(CLEAN)
     worker.storage.count_failure.assert_not_called()
-    worker.storage.record_lockout.assert_not_called()
+    # Nothing was counted, so nothing is written: the common success costs no write.
+    assert worker.storage.fake.lockouts == {}
     assert worker.storage.fake.authenticators["dev_1"]["last_step"] == step
 
 
@@ -188,28 +218,27 @@ def test_a_revoked_device_does_not_verify(make_otp_worker):
 
     worker.storage.authenticators_of.assert_called_once_with(USER)   # active only
     worker.storage.accept_step.assert_not_called()
-    worker.storage.count_failure.assert_called_once_with(USER, CLEAN_LOCKOUT, ANY)
+    worker.storage.count_failure.assert_called_once_with(CLEAN, ANY)
 
 
 def test_verify_after_an_expired_temporary_lock_accepts_a_good_code(make_otp_worker):
     worker = make_otp_worker()
     secret = add_authenticator(worker)
-    worker.storage.fake.seed_failures(USER, 4, locked_until=utcnow() - timedelta(seconds=1))
-    lockout = lockout_of(worker)
+    locked = seed_and_read(worker, 4, a_while_ago())      # a 1 s lock, long over
 
     assert worker.verify(USER, code_for(secret, current_step()))["device_id"] == "dev_1"
 
-    worker.storage.reset_lockout.assert_called_once_with(USER, lockout)
+    worker.storage.start_new_epoch.assert_called_once_with(locked)
     worker.storage.count_failure.assert_not_called()
     # A new epoch: consecutive failures count from zero again.
-    after = lockout_of(worker)
-    assert (after["failures"], after["locked_until"]) == (0, None) and after["epoch"] != lockout["epoch"]
+    after = lock_state_of(worker)
+    assert after.failures == 0 and after.epoch != locked.epoch
 
 
 def test_success_after_a_few_failures_starts_counting_again(make_otp_worker):
     worker = make_otp_worker()
     secret = add_authenticator(worker)
-    worker.storage.fake.seed_failures(USER, 2)
+    worker.storage.fake.seed_failures(USER, 2, utcnow())
 
     worker.verify(USER, code_for(secret, current_step()))
     with pytest.raises(InvalidCredentials):
@@ -234,9 +263,9 @@ def test_replayed_code_is_refused_and_reported_as_replayed(make_otp_worker):
 
     assert refused.value.message == WRONG_CODE
     worker.storage.accept_step.assert_called_once()         # the step was found, and refused
-    worker.storage.count_failure.assert_called_once_with(USER, CLEAN_LOCKOUT, ANY)
-    worker.storage.record_lockout.assert_called_once_with(USER, CLEAN_LOCKOUT, 1, None, ANY)
-    worker.storage.reset_lockout.assert_not_called()
+    worker.storage.count_failure.assert_called_once_with(CLEAN, ANY)
+    worker.storage.start_new_epoch.assert_not_called()
+    assert lock_state_of(worker).failures == 1
     assert [name for name, _ in dispatched(worker)] == ["OtpRejected"]
     rejected = only_event(worker, "OtpRejected")
     assert_envelope(events.OtpRejected, rejected)
@@ -253,8 +282,8 @@ def test_a_step_accepted_elsewhere_is_refused_as_replayed(make_otp_worker):
     with pytest.raises(InvalidCredentials):
         worker.verify(USER, code_for(secret, current_step()))
 
-    worker.storage.reset_lockout.assert_not_called()
-    worker.storage.count_failure.assert_called_once_with(USER, CLEAN_LOCKOUT, ANY)
+    worker.storage.start_new_epoch.assert_not_called()
+    worker.storage.count_failure.assert_called_once_with(CLEAN, ANY)
     assert only_event(worker, "OtpRejected")["reason"] == "replayed"
     assert "OtpVerified" not in [name for name, _ in dispatched(worker)]
 
@@ -263,21 +292,20 @@ def test_wrong_code_counts_a_failure(make_otp_worker):
     worker = make_otp_worker()
     secret = add_authenticator(worker)
     wrong = wrong_code_for(secret)
-    worker.storage.fake.seed_failures(USER, 1)          # this is the 2nd consecutive failure
-    lockout = lockout_of(worker)
+    before = seed_and_read(worker, 1, utcnow())          # this is the 2nd consecutive failure
 
     with pytest.raises(InvalidCredentials) as refused:
         worker.verify(USER, wrong)
 
     assert refused.value.message == WRONG_CODE
     assert refused.value.retry_after is None
-    worker.storage.count_failure.assert_called_once_with(USER, lockout, ANY)
-    worker.storage.record_lockout.assert_called_once_with(USER, lockout, 2, None, ANY)
-    # One failure, one moment: the summary is written with the time the ticket was taken.
-    assert worker.storage.count_failure.call_args.args[2] == worker.storage.record_lockout.call_args.args[4]
+    worker.storage.count_failure.assert_called_once_with(before, ANY)
     worker.storage.accept_step.assert_not_called()
-    worker.storage.reset_lockout.assert_not_called()
-    assert lockout_of(worker)["failures"] == 2
+    worker.storage.start_new_epoch.assert_not_called()
+    # Counted in the same epoch, at the moment the service passed: what a lock runs from.
+    after = lock_state_of(worker)
+    (_, counted_at), _ = worker.storage.count_failure.call_args
+    assert (after.epoch, after.failures, after.last_failure_at) == (before.epoch, 2, counted_at)
     rejected = only_event(worker, "OtpRejected")
     assert (rejected["reason"], rejected["consecutive_failures"]) == ("invalid", 2)
     assert [name for name, _ in dispatched(worker)] == ["OtpRejected"]
@@ -297,84 +325,100 @@ def test_unknown_user_gets_the_same_refusal_as_a_wrong_code(make_otp_worker):
 
     assert unknown_refusal.value.to_dict() == wrong_refusal.value.to_dict()
     # An unknown user's failures are counted too, so locking cannot tell them apart either.
-    unknown.storage.count_failure.assert_called_once_with("W999999", CLEAN_LOCKOUT, ANY)
-    unknown.storage.record_lockout.assert_called_once_with("W999999", CLEAN_LOCKOUT, 1, None, ANY)
+    unknown.storage.count_failure.assert_called_once_with(LockState("W999999", "0", 0), ANY)
+    assert lock_state_of(unknown, "W999999").failures == 1
     assert only_event(unknown, "OtpRejected")["reason"] == "invalid"
 
 
 def test_the_failure_crossing_the_free_ones_locks_temporarily(make_otp_worker):
     worker = make_otp_worker()
     add_authenticator(worker)
-    worker.storage.fake.seed_failures(USER, 3)        # OTP_FREE_FAILURES=3, this is the 4th
-    lockout = lockout_of(worker)
+    before = seed_and_read(worker, 3, utcnow())         # OTP_FREE_FAILURES=3, this is the 4th
 
     with pytest.raises(Locked) as refused:
         worker.verify(USER, "0123456789")
 
     assert refused.value.retry_after == 1              # OTP_LOCK_BASE_SECONDS
     assert "1 seconds" in refused.value.message
-    worker.storage.count_failure.assert_called_once_with(USER, lockout, ANY)
-    (username, read, failures, until, now), _ = worker.storage.record_lockout.call_args
-    assert (username, read, failures) == (USER, lockout, 4)
-    assert until - now == timedelta(seconds=1)
-    assert lockout_of(worker)["locked_until"] == until
+    worker.storage.count_failure.assert_called_once_with(before, ANY)
+    (_, counted_at), _ = worker.storage.count_failure.call_args
+    assert lock_state_of(worker).failures == 4
     assert [name for name, _ in dispatched(worker)] == ["OtpRejected", "AccountLocked"]
     locked = only_event(worker, "AccountLocked")
     assert_envelope(events.AccountLocked, locked)
     assert (locked["username"], locked["consecutive_failures"], locked["hard"]) == (USER, 4, False)
-    assert datetime.fromisoformat(locked["until"]) == until
+    # The lock runs from the failure that started it.
+    assert datetime.fromisoformat(locked["until"]) == counted_at + timedelta(seconds=1)
 
 
 def test_following_failures_double_the_lock_up_to_the_cap(make_otp_worker):
-    # 4 -> 1 s, 5 -> 2 s; with a higher hard lock, 6 -> 4 s and 7 -> 4 s (the cap).
-    outcomes, stored = [], []
+    # 4 -> 1 s, 5 -> 2 s; with a higher hard lock, 6 -> 4 s and 7 -> 4 s (the cap). Each
+    # failure comes after the previous lock ended, so each is counted.
+    outcomes, notices = [], []
     for failures in (4, 5, 6, 7):
         worker = make_otp_worker(OTP_HARD_LOCK_FAILURES=10)
-        worker.storage.fake.seed_failures(USER, failures - 1)
+        worker.storage.fake.seed_failures(USER, failures - 1, a_while_ago())
         with pytest.raises(Locked) as refused:
             worker.verify(USER, "0123456789")
-        outcomes.append(refused.value.retry_after)
-        (_, _, counted, until, now), _ = worker.storage.record_lockout.call_args
-        stored.append((counted, (until - now).total_seconds()))
-    assert outcomes == [1, 2, 4, 4]
-    assert stored == [(4, 1), (5, 2), (6, 4), (7, 4)]
+        outcomes.append((lock_state_of(worker).failures, refused.value.retry_after))
+        notices.append([name for name, _ in dispatched(worker)].count("AccountLocked"))
+    assert outcomes == [(4, 1), (5, 2), (6, 4), (7, 4)]
+    # Only the first lock of the epoch is announced; the longer ones that follow are not.
+    assert notices == [1, 0, 0, 0]
+
+
+def test_account_locked_is_sent_when_a_lock_starts_not_on_every_failure(make_otp_worker, monkeypatch):
+    # The service's clock moves 10 s on at every call (the longest wait is 4 s): every
+    # guess comes after the previous lock ended, so each of the first six is counted,
+    # and the seventh finds the hard lock.
+    worker = make_otp_worker()
+    add_authenticator(worker)
+    start, calls = utcnow(), itertools.count()
+    monkeypatch.setattr("services.otp.service.utcnow", lambda: start + timedelta(seconds=10 * next(calls)))
+
+    for _ in range(7):
+        with pytest.raises((InvalidCredentials, Locked)):
+            worker.verify(USER, "0123456789")
+
+    rejected = [(payload["reason"], payload["consecutive_failures"])
+                for name, payload in dispatched(worker) if name == "OtpRejected"]
+    assert rejected == [("invalid", failures) for failures in range(1, 7)] + [("locked", 6)]
+    locks = [(payload["consecutive_failures"], payload["hard"])
+             for name, payload in dispatched(worker) if name == "AccountLocked"]
+    assert locks == [(4, False), (6, True)]            # the first temporary lock, the hard lock
 
 
 def test_hard_lock_at_the_hard_lock_failure(make_otp_worker):
     worker = make_otp_worker()
-    worker.storage.fake.seed_failures(USER, 5)        # OTP_HARD_LOCK_FAILURES=6: this is the 6th
-    lockout = lockout_of(worker)
+    before = seed_and_read(worker, 5, a_while_ago())    # OTP_HARD_LOCK_FAILURES=6: this is the 6th
 
     with pytest.raises(Locked) as refused:
         worker.verify(USER, "0123456789")
 
     assert refused.value.retry_after is None          # no Retry-After: it does not end by itself
     assert refused.value.message == HARD_LOCKED and "administrator" in refused.value.message
-    worker.storage.count_failure.assert_called_once_with(USER, lockout, ANY)
-    worker.storage.record_lockout.assert_called_once_with(USER, lockout, 6, None, ANY)
+    worker.storage.count_failure.assert_called_once_with(before, ANY)
     locked = only_event(worker, "AccountLocked")
     assert (locked["hard"], locked["until"], locked["consecutive_failures"]) == (True, None, 6)
-    assert worker.storage.fake.hard_locked(USER, lockout_of(worker), 6)
+    assert lock_state_of(worker).failures == 6
 
 
 def test_hard_locked_account_refuses_even_the_right_code(make_otp_worker):
     worker = make_otp_worker()
     secret = add_authenticator(worker)
-    worker.storage.fake.seed_failures(USER, 6)
-    lockout = lockout_of(worker)
+    worker.storage.fake.seed_failures(USER, 6, a_while_ago())
 
     with pytest.raises(Locked) as refused:
         worker.verify(USER, code_for(secret, current_step()))
 
     assert refused.value.retry_after is None
     assert refused.value.message == HARD_LOCKED
-    worker.storage.hard_locked.assert_called_once_with(USER, lockout, 6)
+    worker.storage.lock_state.assert_called_once_with(USER)
     # Refused before looking at the code: nothing is accepted, nothing more is counted.
     worker.storage.authenticators_of.assert_not_called()
     worker.storage.accept_step.assert_not_called()
     worker.storage.count_failure.assert_not_called()
-    worker.storage.record_lockout.assert_not_called()
-    worker.storage.reset_lockout.assert_not_called()
+    worker.storage.start_new_epoch.assert_not_called()
     rejected = only_event(worker, "OtpRejected")
     assert (rejected["reason"], rejected["consecutive_failures"]) == ("locked", 6)
     assert [name for name, _ in dispatched(worker)] == ["OtpRejected"]
@@ -383,18 +427,89 @@ def test_hard_locked_account_refuses_even_the_right_code(make_otp_worker):
 def test_temporarily_locked_account_refuses_with_retry_after(make_otp_worker):
     worker = make_otp_worker()
     secret = add_authenticator(worker)
-    worker.storage.fake.seed_failures(USER, 5, locked_until=utcnow() + timedelta(seconds=3))
+    worker.storage.fake.seed_failures(USER, 5, utcnow())    # the 5th failure locks for 2 s
 
     with pytest.raises(Locked) as refused:
         worker.verify(USER, code_for(secret, current_step()))
 
-    assert refused.value.retry_after == 3
+    assert refused.value.retry_after == 2
     worker.storage.authenticators_of.assert_not_called()
     worker.storage.accept_step.assert_not_called()
+    # A try during a lock is not counted: waiting it out is enough.
     worker.storage.count_failure.assert_not_called()
-    worker.storage.record_lockout.assert_not_called()
+    assert lock_state_of(worker).failures == 5
     rejected = only_event(worker, "OtpRejected")
     assert (rejected["reason"], rejected["consecutive_failures"]) == ("locked", 5)
+
+
+def test_a_burst_of_wrong_guesses_counts_every_guess(make_otp_worker):
+    # Five guesses racing: each read the clean state before any of them was counted, and
+    # FerretDB's read-modify-write `$max` left the summary at the first failure. The
+    # tickets are exact and lock_state counts them past the summary, so the burst counts
+    # five. (The fake stands for the storage here; tests/integration/
+    # test_otp_lockout_storage.py races the real one.)
+    worker = make_otp_worker()
+    secret = add_authenticator(worker)
+    burst = 5
+    worker.storage.lock_state.side_effect = [CLEAN] * burst
+
+    for _ in range(burst):
+        with pytest.raises((InvalidCredentials, Locked)):
+            worker.verify(USER, wrong_code_for(secret))
+    worker.storage.lock_state.side_effect = None       # the fake answers again
+    worker.storage.fake.lockouts[USER]["failures"] = 1
+
+    counted = [payload["consecutive_failures"] for name, payload in dispatched(worker) if name == "OtpRejected"]
+    assert counted == list(range(1, burst + 1))        # each guess its own number
+    assert lock_state_of(worker).failures == burst
+    with pytest.raises(Locked) as refused:
+        worker.verify(USER, code_for(secret, current_step()))
+    assert refused.value.retry_after == 2              # the wait after 5 failures, not after 1
+    worker.storage.accept_step.assert_not_called()
+
+
+def test_a_right_code_matching_after_a_burst_locked_code_login_is_refused(make_otp_worker):
+    # This login read the clean state; a burst's four failures were counted before its
+    # code matched. Accepting it would let a burst check more guesses than the count allows.
+    worker = make_otp_worker()
+    secret = add_authenticator(worker)
+    worker.storage.fake.seed_failures(USER, 4, utcnow())
+    worker.storage.lock_state.side_effect = [CLEAN, lock_state_of(worker)]
+
+    with pytest.raises(Locked):
+        worker.verify(USER, code_for(secret, current_step()))
+
+    worker.storage.accept_step.assert_not_called()
+    worker.storage.count_failure.assert_not_called()
+    worker.storage.start_new_epoch.assert_not_called()
+    rejected = only_event(worker, "OtpRejected")
+    assert (rejected["reason"], rejected["consecutive_failures"]) == ("locked", 4)
+
+
+def test_a_late_failure_of_an_old_epoch_does_not_bring_its_count_back(make_otp_worker):
+    # A wrong guess read the state, a right code then started a new epoch, and only then
+    # was the wrong guess counted: its ticket belongs to the old epoch, and the summary of
+    # the new one stays at zero. (The fake stands for the storage here;
+    # tests/integration/test_otp_lockout_storage.py checks the real one.)
+    worker = make_otp_worker()
+    secret = add_authenticator(worker)
+    old = seed_and_read(worker, 2, utcnow())
+    worker.verify(USER, code_for(secret, current_step()))       # the success: a new epoch
+    assert lock_state_of(worker).epoch != old.epoch
+    worker.storage.lock_state.side_effect = [old]               # what the late guess had read
+
+    with pytest.raises(InvalidCredentials):                     # the old epoch's 3rd failure
+        worker.verify(USER, wrong_code_for(secret))
+    worker.storage.lock_state.side_effect = None
+
+    worker.storage.count_failure.assert_called_once_with(old, ANY)
+    after = lock_state_of(worker)
+    assert after.epoch != old.epoch and after.failures == 0
+    # Code login stays open and the next failure is the first of the new epoch.
+    worker.dispatch.reset_mock()
+    with pytest.raises(InvalidCredentials):
+        worker.verify(USER, wrong_code_for(secret))
+    assert only_event(worker, "OtpRejected")["consecutive_failures"] == 1
 
 
 @pytest.mark.parametrize("break_it", ["key removed from the ring", "decrypt raises ValueError"])
@@ -419,8 +534,8 @@ def test_an_undecryptable_secret_is_refused_and_logged_without_the_secret(make_o
 
     assert refused.value.message == WRONG_CODE
     worker.storage.accept_step.assert_not_called()
-    worker.storage.reset_lockout.assert_not_called()
-    worker.storage.count_failure.assert_called_once_with(USER, CLEAN_LOCKOUT, ANY)
+    worker.storage.start_new_epoch.assert_not_called()
+    worker.storage.count_failure.assert_called_once_with(CLEAN, ANY)
     assert only_event(worker, "OtpRejected")["reason"] == "invalid"
     errors = [record for record in caplog.records
               if record.name == "services.otp.service" and record.levelno == logging.ERROR]
@@ -794,50 +909,56 @@ def test_create_activation_validates_the_username(make_otp_worker):
 def test_unlock_of_a_hard_lock_emits_account_unlocked(make_otp_worker):
     worker = make_otp_worker()
     secret = add_authenticator(worker)
-    worker.storage.fake.seed_failures(USER, 6)
-    lockout = lockout_of(worker)
+    locked = seed_and_read(worker, 6, a_while_ago())
 
     assert worker.unlock(USER) == {"username": USER, "was_locked": True}
 
-    worker.storage.lockout.assert_called_once_with(USER)
-    worker.storage.hard_locked.assert_called_once_with(USER, lockout, 6)
-    worker.storage.reset_lockout.assert_called_once_with(USER, lockout, force=True)
+    worker.storage.lock_state.assert_called_once_with(USER)
+    worker.storage.start_new_epoch.assert_called_once_with(locked, force=True)
     unlocked = only_event(worker, "AccountUnlocked")
     assert_envelope(events.AccountUnlocked, unlocked)
     assert (unlocked["username"], unlocked["by"]) == (USER, "admin")
+    assert lock_state_of(worker).failures == 0
     # Unlocked for real: the right code is accepted again.
     assert worker.verify(USER, code_for(secret, current_step()))["device_id"] == "dev_1"
 
 
 def test_unlock_of_a_running_temporary_lock_emits_account_unlocked(make_otp_worker):
     worker = make_otp_worker()
-    worker.storage.fake.seed_failures(USER, 4, locked_until=utcnow() + timedelta(seconds=30))
-    lockout = lockout_of(worker)
+    secret = add_authenticator(worker)
+    locked = seed_and_read(worker, 5, utcnow())         # locked for 2 s from now
 
     assert worker.unlock(USER)["was_locked"] is True
-    worker.storage.reset_lockout.assert_called_once_with(USER, lockout, force=True)
+    worker.storage.start_new_epoch.assert_called_once_with(locked, force=True)
     assert [name for name, _ in dispatched(worker)] == ["AccountUnlocked"]
-    after = lockout_of(worker)
-    assert (after["failures"], after["locked_until"]) == (0, None)
+    after = lock_state_of(worker)
+    assert after.failures == 0 and after.epoch != locked.epoch
+    assert worker.verify(USER, code_for(secret, current_step()))["device_id"] == "dev_1"
 
 
-@pytest.mark.parametrize("failures, locked_until", [
-    (None, None),                                                 # nothing stored
-    (2, None),                                                    # failures, no lock
-    (4, None),
-    (4, datetime(2000, 1, 1, tzinfo=timezone.utc)),               # a lock that has ended
+@pytest.mark.parametrize("failures, at", [
+    (2, utcnow),                                        # failures, no lock
+    (4, a_while_ago),                                   # a lock that has ended
 ])
-def test_unlock_without_a_lock_emits_nothing(make_otp_worker, failures, locked_until):
+def test_unlock_without_a_lock_emits_nothing(make_otp_worker, failures, at):
     worker = make_otp_worker()
-    if failures is not None:
-        worker.storage.fake.seed_failures(USER, failures, locked_until=locked_until)
-    lockout = lockout_of(worker)
+    counted = seed_and_read(worker, failures, at())
 
     assert worker.unlock(USER) == {"username": USER, "was_locked": False}
-    worker.storage.reset_lockout.assert_called_once_with(USER, lockout, force=True)
+    worker.storage.start_new_epoch.assert_called_once_with(counted, force=True)
     worker.dispatch.assert_not_called()
     # Even so, the consecutive failures count from zero again.
-    assert lockout_of(worker)["failures"] == 0
+    assert lock_state_of(worker).failures == 0
+
+
+def test_unlock_of_a_username_with_no_failure_writes_nothing(make_otp_worker):
+    worker = make_otp_worker()
+
+    assert worker.unlock(USER) == {"username": USER, "was_locked": False}
+    worker.storage.lock_state.assert_called_once_with(USER)
+    worker.storage.start_new_epoch.assert_not_called()
+    worker.dispatch.assert_not_called()
+    assert worker.storage.fake.lockouts == {}
 
 
 def test_unlock_validates_the_username(make_otp_worker):
@@ -862,10 +983,31 @@ def test_revoke_device_dispatches_device_revoked(make_otp_worker, reason):
     revoked = only_event(worker, "DeviceRevoked")
     assert_envelope(events.DeviceRevoked, revoked)
     assert (revoked["device_id"], revoked["username"], revoked["reason"]) == ("dev_1", USER, reason)
+    assert revoked["active_devices_left"] == 0          # it was the user's only device
     assert_nothing_secret_dispatched(worker, secret)
     # Revoked for real: its codes no longer verify.
     with pytest.raises(InvalidCredentials):
         worker.verify(USER, code_for(secret, current_step()))
+
+
+@pytest.mark.parametrize("other_devices, left", [
+    ([], 0),
+    ([("dev_2", "active")], 1),
+    ([("dev_2", "active"), ("dev_3", "revoked")], 1),   # a device revoked before does not count
+])
+def test_device_revoked_says_how_many_active_devices_are_left(make_otp_worker, other_devices, left):
+    # At 0 the gateway forgets the saved username: push login could not work any more.
+    worker = make_otp_worker()
+    add_authenticator(worker, "dev_1")
+    for device_id, status in other_devices:
+        add_authenticator(worker, device_id, status=status)
+
+    worker.revoke_device("dev_1")
+
+    revoked = only_event(worker, "DeviceRevoked")
+    assert_envelope(events.DeviceRevoked, revoked)
+    assert revoked["active_devices_left"] == left
+    assert len(worker.storage.fake.authenticators_of(USER)) == left
 
 
 @pytest.mark.parametrize("status", [None, "revoked"])
@@ -894,6 +1036,104 @@ def test_revoke_with_an_unknown_reason_is_refused_before_revoking(make_otp_worke
     assert worker.storage.method_calls == []
     assert worker.storage.fake.authenticators["dev_1"]["status"] == "active"
     worker.dispatch.assert_not_called()
+
+
+def test_account_state_of_a_code_locked_account_keeps_push_available(make_otp_worker):
+    # A locked code login does not stop push: the phone proves possession.
+    worker = make_otp_worker()
+    add_authenticator(worker)
+    worker.storage.fake.seed_failures(USER, 5, utcnow())   # locked for 2 s
+
+    assert worker.account_state(USER) == {"username": USER, "code_login_locked": True, "active_devices": 1}
+    worker.storage.lock_state.assert_called_once_with(USER)
+    worker.storage.authenticators_of.assert_called_once_with(USER)   # active ones only
+
+
+@pytest.mark.parametrize("failures, at, locked", [
+    (0, utcnow, False),
+    (3, utcnow, False),                                 # free failures
+    (5, a_while_ago, False),                            # a lock that has ended
+    (6, a_while_ago, True),                             # a hard lock does not end
+])
+def test_account_state_says_whether_code_login_is_locked(make_otp_worker, failures, at, locked):
+    worker = make_otp_worker()
+    add_authenticator(worker, "dev_1")
+    add_authenticator(worker, "dev_2")
+    add_authenticator(worker, "dev_3", status="revoked")
+    worker.storage.fake.seed_failures(USER, failures, at())
+
+    assert worker.account_state(USER) == {"username": USER, "code_login_locked": locked, "active_devices": 2}
+
+
+def test_account_state_of_an_unknown_username(make_otp_worker):
+    worker = make_otp_worker()
+    assert worker.account_state("W999999") == {"username": "W999999", "code_login_locked": False,
+                                               "active_devices": 0}
+
+
+def test_account_state_validates_the_username(make_otp_worker):
+    worker = make_otp_worker()
+    with pytest.raises(ValidationFailed):
+        worker.account_state({"$ne": None})
+    assert worker.storage.method_calls == []
+
+
+def access_confirmed(username=USER):
+    return events.build_event(events.AccessConfirmed, request_id="req_1", challenge_id="chal_1",
+                              username=username, device_id="dev_1")
+
+
+def test_a_push_login_resets_the_failed_codes_so_code_login_works_again(make_otp_worker):
+    worker = make_otp_worker()
+    secret = add_authenticator(worker)
+    locked = seed_and_read(worker, 5, utcnow())         # code login locked for 2 s
+    with pytest.raises(Locked):
+        worker.verify(USER, code_for(secret, current_step()))
+
+    worker.on_access_confirmed(access_confirmed())
+
+    worker.storage.start_new_epoch.assert_called_once_with(locked)
+    after = lock_state_of(worker)
+    assert after.failures == 0 and after.epoch != locked.epoch
+    assert worker.verify(USER, code_for(secret, current_step()))["device_id"] == "dev_1"
+
+
+def test_a_push_login_without_failed_codes_writes_nothing(make_otp_worker):
+    worker = make_otp_worker()
+
+    worker.on_access_confirmed(access_confirmed())
+
+    worker.storage.lock_state.assert_called_once_with(USER)
+    worker.storage.start_new_epoch.assert_called_once_with(CLEAN)
+    assert worker.storage.fake.lockouts == {}
+    worker.dispatch.assert_not_called()
+
+
+def test_a_push_login_resets_only_its_own_user(make_otp_worker):
+    worker = make_otp_worker()
+    worker.storage.fake.seed_failures(USER, 5, utcnow())
+    worker.storage.fake.seed_failures("W654321", 5, utcnow())
+
+    worker.on_access_confirmed(access_confirmed("W654321"))
+
+    assert (lock_state_of(worker).failures, lock_state_of(worker, "W654321").failures) == (5, 0)
+
+
+@pytest.mark.parametrize("payload", [
+    {"username": USER},                                             # no envelope, no ids
+    {**access_confirmed(), "username": ""},                         # not a username
+    {**access_confirmed(), "username": {"$ne": None}},
+])
+def test_a_malformed_access_confirmed_is_dropped(make_otp_worker, caplog, payload):
+    worker = make_otp_worker()
+    worker.storage.fake.seed_failures(USER, 5, utcnow())
+
+    with caplog.at_level(logging.ERROR, logger="services.otp.service"):
+        worker.on_access_confirmed(payload)                         # no exception: not requeued
+
+    assert worker.storage.method_calls == []
+    assert lock_state_of(worker).failures == 5
+    assert "malformed AccessConfirmed" in caplog.text
 
 
 def test_list_devices_never_returns_a_secret(make_otp_worker):
@@ -945,7 +1185,7 @@ def test_the_same_attempt_asking_again_is_accepted_again(make_otp_worker):
     assert first == again == {"username": USER, "device_id": "dev_1"}
     with pytest.raises(InvalidCredentials):           # another attempt is a replay
         worker.verify(USER, code, OTHER_ATTEMPT)
-    assert worker.storage.fake.lockout(USER)["failures"] == 1
+    assert lock_state_of(worker).failures == 1
 
 
 def test_an_accepted_code_is_released_unless_the_success_is_delivered(make_otp_worker):
