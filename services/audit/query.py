@@ -88,7 +88,10 @@ def view(entry):
 
 
 def _views(storage, event_ids):
-    return [view(entry) for entry in storage.entries(event_ids)]
+    """The entries newest first. Timelines are in arrival order, and events of different
+    services arrive a few milliseconds out of their order: within a page, time decides."""
+    entries = sorted(storage.entries(event_ids), key=lambda entry: entry["occurred_at"], reverse=True)
+    return [view(entry) for entry in entries]
 
 
 def _cursor(scope, number):

@@ -287,3 +287,35 @@ def test_admin_unlock_revoke_and_token(cli):
     env_file.write_text(f"MYCEPA_ADMIN_TOKEN={TEST_ENV['MYCEPA_ADMIN_TOKEN']}\n")
     assert "not locked" in cli.admin("--env-file", str(env_file), "unlock", username,
                                      env={"MYCEPA_ADMIN_TOKEN": ""}).stdout
+
+
+def test_admin_credentials_and_the_audit_table(cli):
+    name = f"cli-{secrets.token_hex(3)}"
+    created = cli.admin("credentials", "create", name).stdout
+    token = re.search(r"^  (\S{40,})$", created, re.M).group(1)
+    assert f"Credential {name} created" in created
+    username = f"W{secrets.randbelow(10**9):09d}"
+    cli.admin("--token", token, "activation", "create", username, "--no-qr")
+    assert login(cli.stack.base_url, username, "0123456789").status_code == 401
+
+    def table():
+        return cli.admin("audit", username).stdout
+
+    deadline = time.monotonic() + 10
+    while "OtpRejected" not in (shown := table()) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    header, rule, *rows = shown.splitlines()
+    assert header.split() == ["WHEN", "EVENT", "USER", "REASON", "ACTOR", "DEVICE", "FROM"]
+    assert set(rule.replace(" ", "")) == {"-"}
+    rejected = next(row for row in rows if "OtpRejected" in row)
+    assert "invalid" in rejected and "127.0.0.1" in rejected
+    assert name in next(row for row in rows if "ActivationCreated" in row)
+    only = cli.admin("audit", username, "--type", "ActivationCreated").stdout
+    assert "OtpRejected" not in only and "ActivationCreated" in only
+    assert "No audit entries match." in cli.admin("audit", username, "--until", "2000-01-01T00:00:00Z").stdout
+    assert "unknown event types" in cli.admin("audit", username, "--type", "Nope", expect=1).stderr
+
+    assert name in cli.admin("credentials", "list").stdout
+    assert f"Credential {name} revoked." in cli.admin("credentials", "revoke", name).stdout
+    refused = cli.admin("--token", token, "devices", "list", username, expect=1)
+    assert "refused the admin token" in refused.stderr

@@ -1,0 +1,125 @@
+"""The audit trail end to end (DESIGN §3, §4, §6): real services, broker and database,
+asked over HTTP as an administrator and as the user."""
+import secrets
+import time
+
+import pytest
+import requests
+
+from clients.device import Device, create_activation
+from harness.load import push_login
+
+pytestmark = pytest.mark.e2e
+
+TIMEOUT = 10
+
+
+def admin(token):
+    return {"Authorization": f"Bearer {token}"}
+
+
+def eventually(probe, until, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = probe()
+        if until(value) or time.monotonic() > deadline:
+            return value
+        time.sleep(0.1)
+
+
+def trail(stack, username, **query):
+    answer = requests.get(f"{stack.base_url}/api/admin/audit", params={"username": username, **query},
+                          headers=admin(stack.admin_token), timeout=TIMEOUT)
+    assert answer.status_code == 200, answer.text
+    return answer.json()["events"]
+
+
+def test_every_decision_about_a_user_is_in_the_trail_with_time_source_and_actor(stack):
+    created = requests.post(f"{stack.base_url}/api/admin/credentials", json={"name": f"ops-{secrets.token_hex(3)}"},
+                            headers=admin(stack.admin_token), timeout=TIMEOUT)
+    assert created.status_code == 201, created.text
+    operator = created.json()
+    username = f"W{secrets.randbelow(10**9):09d}"
+    device = Device.new(stack.base_url)
+    device.activate(create_activation(stack.base_url, operator["token"], username)["activation_code"])
+
+    browser = requests.Session()
+    browser.headers["User-Agent"] = "Trail test browser"
+    assert browser.post(f"{stack.base_url}/api/login", json={"username": username, "password": "0000000000"},
+                        timeout=TIMEOUT).status_code == 401
+    for offset in (0, 1):
+        assert browser.post(f"{stack.base_url}/api/login", timeout=TIMEOUT,
+                            json={"username": username, "password": device.code(step_offset=offset)}).status_code == 200
+    saved = browser
+    assert saved.post(f"{stack.base_url}/api/remember", timeout=TIMEOUT).status_code == 204
+    assert saved.post(f"{stack.base_url}/api/logout", timeout=TIMEOUT).status_code == 204
+    assert push_login(stack.base_url, device, saved, give_up_after=15).outcome == "approved"
+
+    wanted = ["ActivationCreated", "DeviceActivated", "OtpRejected", "OtpVerified", "OtpVerified", "LoginRequested",
+              "PushDispatched", "AccessConfirmed", "SessionStarted"]
+    entries = eventually(lambda: trail(stack, username),
+                         lambda found: all(found_type in [e["type"] for e in found] for found_type in wanted)
+                         and [e["type"] for e in found].count("SessionStarted") == 3)
+    types = [entry["type"] for entry in entries]
+    for event_type in set(wanted):
+        assert types.count(event_type) >= wanted.count(event_type), (event_type, types)
+    by_type = {}
+    for entry in entries:
+        by_type.setdefault(entry["type"], []).append(entry)
+    assert by_type["ActivationCreated"][0]["actor"] == operator["name"]
+    assert by_type["OtpRejected"][0]["reason"] == "invalid"
+    for entry in by_type["OtpRejected"] + by_type["OtpVerified"] + by_type["LoginRequested"]:
+        assert entry["source"] == {"ip": "127.0.0.1", "user_agent": "Trail test browser"}, entry
+    assert [s["reason"] for s in by_type["SessionStarted"]] == ["push", "code", "code"]   # newest first
+    assert by_type["SessionEnded"][0]["reason"] == "logout"
+    times = [entry["occurred_at"] for entry in entries]
+    assert times == sorted(times, reverse=True)
+    # Never a secret or a code: not the TOTP secret, not a code of any nearby step.
+    text = str(entries)
+    for secret in [device.secret] + [device.code(step_offset=k) for k in range(-3, 4)]:
+        assert secret not in text
+
+    # The user sees their previous login (the second code login) and their own activity.
+    me = saved.get(f"{stack.base_url}/api/me", timeout=TIMEOUT).json()
+    assert me["previous_login"]["method"] == "code" and me["previous_login"]["ip"] == "127.0.0.1"
+    assert me["previous_login"]["user_agent"] == "Trail test browser"
+    activity = saved.get(f"{stack.base_url}/api/me/activity", timeout=TIMEOUT).json()["events"]
+    assert {e["type"] for e in activity} >= {"SessionStarted", "OtpRejected", "DeviceActivated"}
+    assert {e["type"] for e in activity} <= {"SessionStarted", "OtpRejected", "AccessDenied", "AccountLocked",
+                                             "AccountUnlocked", "DeviceActivated", "DeviceRevoked"}
+
+
+def test_a_revoked_credential_is_refused_at_once_and_the_refusal_audited(stack):
+    name = f"temp-{secrets.token_hex(3)}"
+    token = requests.post(f"{stack.base_url}/api/admin/credentials", json={"name": name},
+                          headers=admin(stack.admin_token), timeout=TIMEOUT).json()["token"]
+    username = f"W{secrets.randbelow(10**9):09d}"
+    devices_url = f"{stack.base_url}/api/admin/users/{username}/devices"
+    assert requests.get(devices_url, headers=admin(token), timeout=TIMEOUT).status_code == 200
+    listed = requests.get(f"{stack.base_url}/api/admin/credentials", headers=admin(stack.admin_token),
+                          timeout=TIMEOUT).json()["credentials"]
+    assert {"bootstrap", name} <= {c["name"] for c in listed} and all("token" not in c for c in listed)
+
+    revoked = requests.delete(f"{stack.base_url}/api/admin/credentials/{name}", headers=admin(stack.admin_token),
+                              timeout=TIMEOUT)
+    assert revoked.json() == {"name": name, "revoked": True}
+    refused = requests.get(devices_url, headers=admin(token), timeout=TIMEOUT)
+    assert refused.status_code == 401 and refused.json()["error"] == "unauthenticated"
+    # Named once: a revoked name is not given out again.
+    again = requests.post(f"{stack.base_url}/api/admin/credentials", json={"name": name},
+                          headers=admin(stack.admin_token), timeout=TIMEOUT)
+    assert again.status_code == 409
+
+    actions = eventually(lambda: trail(stack, username, type="AdminAction"), lambda found: len(found) >= 2)
+    assert [(a["actor"], a["details"]["outcome"], a["details"]["status"]) for a in actions[:2]] == [
+        ("unknown", "refused", 401), (name, "allowed", 200)]
+    assert all(a["reason"] == "list_devices" for a in actions[:2])
+
+
+def test_the_audit_query_refuses_bad_filters(stack):
+    url = f"{stack.base_url}/api/admin/audit"
+    for params in ({"type": "NoSuchEvent"}, {"since": "yesterday"}, {"limit": "0"}, {"limit": "x"},
+                   {"cursor": "not-a-cursor"}, {"username": "W 1"}, {"color": "red"}):
+        answer = requests.get(url, params=params, headers=admin(stack.admin_token), timeout=TIMEOUT)
+        assert answer.status_code == 400 and answer.json()["error"] == "validation_error", (params, answer.text)
+    assert requests.get(url, timeout=TIMEOUT).status_code == 401
