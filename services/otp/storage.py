@@ -173,7 +173,11 @@ class OtpStorage(Storage):
         failures = self.take_ticket("failures", f"{state.username}#{state.epoch}", after=state.failures, at=now)
         if not self.claim("lockouts", state.username, epoch=state.epoch, failures=failures, updated_at=now):
             current = self.db.lockouts.find_one({"_id": state.username})
-            if current is not None and current["epoch"] == state.epoch:
+            if current is not None and current["epoch"] != state.epoch:
+                # A success or an unlock came between: this failure belongs to an ended
+                # epoch, and what holds now is the new one's count (nothing to lock for).
+                return self.lock_state(state.username)
+            if current is not None:
                 self.db.lockouts.update_one({"_id": state.username},
                                             {"$max": {"failures": failures, "updated_at": now}})
         return LockState(state.username, state.epoch, failures, now)
@@ -205,8 +209,14 @@ class OtpStorage(Storage):
                 {"at": {"$lt": code_cutoff - timedelta(days=MAX_ACTIVATION_TTL_DAYS)}}).deleted_count
         deleted += self.db.used_steps.delete_many({"at": {"$lt": now - timedelta(minutes=10)}}).deleted_count
         day_ago = now - timedelta(days=1)
+        # Summaries first, judged by the tickets (a burst can leave a summary behind them):
+        # a hard lock of an account that exists keeps its true count before its tickets go.
+        for summary in list(self.db.lockouts.find({"updated_at": {"$lt": day_ago}}, projection={"_id": 1})):
+            username = summary["_id"]
+            state = self.lock_state(username)
+            if state.failures >= hard_lock_failures and self.db.accounts.find_one({"_id": username}) is not None:
+                self.db.lockouts.update_one({"_id": username}, {"$max": {"failures": state.failures}})
+            else:
+                deleted += self.db.lockouts.delete_one({"_id": username}).deleted_count
         deleted += self.db.failures.delete_many({"at": {"$lt": day_ago}}).deleted_count
-        for summary in list(self.db.lockouts.find({"updated_at": {"$lt": day_ago}}, projection={"failures": 1})):
-            if summary["failures"] < hard_lock_failures or self.db.accounts.find_one({"_id": summary["_id"]}) is None:
-                deleted += self.db.lockouts.delete_one({"_id": summary["_id"]}).deleted_count
         return deleted

@@ -87,7 +87,10 @@ def test_a_failure_of_an_ended_epoch_does_not_bring_its_count_back(otp):
     assert otp.start_new_epoch(old) is True                # a success (or an unlock)
     late = otp.count_failure(old, now)                      # a guess that had read `old`
 
-    assert late.failures == 5                               # numbered in the old epoch...
+    # Ticket 5 of the old epoch, but what the caller learns is the new epoch's state: no
+    # lock to announce for an epoch that has ended.
+    assert otp.has_ticket("failures", f"{user}#{old.epoch}", 5)
+    assert (late.epoch, late.failures) != (old.epoch, 5) and late.failures == 0
     summary = otp.db.lockouts.find_one({"_id": user})
     assert summary["epoch"] != old.epoch and summary["failures"] == 0   # ...which stays ended
     current = otp.lock_state(user)
@@ -137,3 +140,17 @@ def test_the_purge_forgets_a_made_up_username_but_keeps_an_accounts_hard_lock(ot
     assert otp.db.lockouts.find_one({"_id": tried_user}) is None
     assert otp.lock_state(tried_user).failures == 0
     assert otp.db.accounts.find_one({"_id": locked_user}) is not None   # the account itself stays
+
+
+def test_the_purge_keeps_a_hard_lock_whose_summary_a_burst_left_behind(otp):
+    now = utcnow()
+    user = username()
+    otp.add_authenticator(f"dev_{user}", user, b"encrypted", "poll", "Phone", now)
+    state = otp.lock_state(user)
+    for _ in range(HARD_LOCK_FAILURES):
+        state = otp.count_failure(state, now)
+    # What a racing burst can leave: the summary behind the tickets.
+    otp.db.lockouts.update_one({"_id": user}, {"$set": {"failures": HARD_LOCK_FAILURES - 3}})
+    otp.purge_expired(now + timedelta(days=2), HARD_LOCK_FAILURES)
+    assert ticket_ids(otp, user) == []
+    assert otp.lock_state(user).failures == HARD_LOCK_FAILURES   # still hard-locked

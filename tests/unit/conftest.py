@@ -189,9 +189,10 @@ class FakeOtpStorage:
     def count_failure(self, state, now):
         failures = _next_ticket(self.failures, f"{state.username}#{state.epoch}", state.failures, now)
         summary = self.lockouts.setdefault(state.username, {"epoch": state.epoch, "failures": 0, "updated_at": now})
-        if summary["epoch"] == state.epoch:   # a newer epoch is not brought back by a late failure
-            summary["failures"] = max(summary["failures"], failures)
-            summary["updated_at"] = max(summary["updated_at"], now)
+        if summary["epoch"] != state.epoch:   # a newer epoch is not brought back by a late failure
+            return self.lock_state(state.username)
+        summary["failures"] = max(summary["failures"], failures)
+        summary["updated_at"] = max(summary["updated_at"], now)
         return LockState(state.username, state.epoch, failures, now)
 
     def start_new_epoch(self, state, force=False):

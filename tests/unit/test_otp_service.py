@@ -486,6 +486,23 @@ def test_a_right_code_matching_after_a_burst_locked_code_login_is_refused(make_o
     assert (rejected["reason"], rejected["consecutive_failures"]) == ("locked", 4)
 
 
+def test_a_late_failure_that_would_have_locked_the_old_epoch_announces_no_lock(make_otp_worker):
+    # The late guess was the old epoch's 4th failure (free + 1, the one that locks), but a
+    # success started a new epoch meanwhile: code login is open, so no lock and no notice.
+    worker = make_otp_worker()
+    secret = add_authenticator(worker)
+    old = seed_and_read(worker, 3, utcnow())
+    worker.verify(USER, code_for(secret, current_step()))
+    reads = [old]                                     # what the late guess had read first
+    worker.storage.lock_state.side_effect = lambda name: reads.pop() if reads else worker.storage.fake.lock_state(name)
+    worker.dispatch.reset_mock()
+
+    with pytest.raises(InvalidCredentials):
+        worker.verify(USER, wrong_code_for(secret))
+    assert "AccountLocked" not in [name for name, _ in dispatched(worker)]
+    assert lock_state_of(worker).failures == 0
+
+
 def test_a_late_failure_of_an_old_epoch_does_not_bring_its_count_back(make_otp_worker):
     # A wrong guess read the state, a right code then started a new epoch, and only then
     # was the wrong guess counted: its ticket belongs to the old epoch, and the summary of
