@@ -358,3 +358,39 @@ def test_the_content_security_policy_holds_in_the_browser(stack, page):
     refused = page.errors(clear=True)
     assert any("Content Security Policy" in line and "script" in line for line in refused), refused
     assert any("Content Security Policy" in line and "style" in line for line in refused), refused
+
+
+def test_the_landing_page_shows_the_previous_login_and_recent_activity(stack, make_user, page):
+    device = make_user()
+    page.goto("/")
+    page.fill(label("Gebruikersnaam"), device.username)
+    page.fill(label("Wachtwoord"), "0000000000")
+    page.click(role("button", "Aanmelden"))
+    page.expect_text(role("alert"), "Je gebruikersnaam of code klopt niet")
+    page.fill(label("Wachtwoord"), device.code())
+    page.click(role("button", "Aanmelden"))
+    page.click(role("button", "Niet nu"))
+    page.expect_visible(role("heading", "Welkom in MyCepa"))
+    page.expect_text(css("#home-previous"), "Dit is je eerste aanmelding.")
+
+    # A second login: the first one is now the previous, and the trail shows what happened.
+    page.click(role("button", "Afmelden"))
+    page.expect_visible(role("heading", "Aanmelden bij MyCepa"))
+    page.fill(label("Gebruikersnaam"), device.username)
+    page.fill(label("Wachtwoord"), device.code(step_offset=1))
+    page.click(role("button", "Aanmelden"))
+    page.click(role("button", "Niet nu"))
+    page.expect_visible(role("heading", "Welkom in MyCepa"))
+    page.expect_text(css("#home-previous"), regex(r"^Vorige aanmelding: .+ met een code vanaf 127\.0\.0\.1\.$"))
+    page.expect_visible(role("heading", "Recente activiteit"))
+    page.expect_text(role("list"), "Foute code (127.0.0.1)")
+    page.expect_text(role("list"), "Aangemeld met een code")
+    page.expect_text(role("list"), "Nieuwe OTP-app geactiveerd")
+    page.screenshot("18-previous-login-and-activity")
+
+    page.click(role("button", "English"))
+    page.expect_text(css("#home-previous"), regex(r"^Previous login: .+ with a code from 127\.0\.0\.1\.$"))
+    page.expect_visible(role("heading", "Recent activity"))
+    page.expect_text(role("list"), "Wrong code (127.0.0.1)")
+    page.screenshot("19-previous-login-and-activity-english")
+    page.click(role("button", "Nederlands"))

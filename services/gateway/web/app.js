@@ -75,6 +75,13 @@
       "home.title": "Welkom in MyCepa",
       "home.as": "Je bent aangemeld als",
       "home.lead": "Je kunt nu verder in het portaal.",
+      "home.previous": function (p, lang) {
+        return "Vorige aanmelding: " + when(lang, p.at) + (p.method === "push" ? " met PUSH" : " met een code") +
+          (p.ip ? " vanaf " + p.ip : "") + ".";
+      },
+      "home.firstLogin": "Dit is je eerste aanmelding.",
+      "home.activity": "Recente activiteit",
+      "activity.item": function (p, lang) { return activityLine(lang, p); },
 
       "err.usernameEmpty": "Vul je gebruikersnaam in: dat is je werkboeknummer.",
       "err.codeEmpty": "Vul de code van 10 cijfers uit de OTP-app in.",
@@ -158,6 +165,13 @@
       "home.title": "Welcome to MyCepa",
       "home.as": "You are logged in as",
       "home.lead": "You can now continue to the portal.",
+      "home.previous": function (p, lang) {
+        return "Previous login: " + when(lang, p.at) + (p.method === "push" ? " with PUSH" : " with a code") +
+          (p.ip ? " from " + p.ip : "") + ".";
+      },
+      "home.firstLogin": "This is your first login.",
+      "home.activity": "Recent activity",
+      "activity.item": function (p, lang) { return activityLine(lang, p); },
 
       "err.usernameEmpty": "Enter your username: your werkboeknummer.",
       "err.codeEmpty": "Enter the 10-digit code from the OTP app.",
@@ -200,6 +214,41 @@
   };
 
   var lang = "nl";
+
+  // What each event of the user's own activity (GET /api/me/activity) is called.
+  var ACTIVITY = {
+    nl: {
+      "SessionStarted:code": "Aangemeld met een code", "SessionStarted:push": "Aangemeld met PUSH",
+      "OtpRejected:invalid": "Foute code", "OtpRejected:replayed": "Een code werd opnieuw gebruikt",
+      "OtpRejected:locked": "Code geweigerd: aanmelden met een code was vergrendeld",
+      "AccessDenied:user": "PUSH geweigerd op je telefoon", "AccessDenied:wrong_number": "PUSH geweigerd: fout getal gekozen",
+      "AccountLocked": "Aanmelden met een code vergrendeld na foute codes",
+      "AccountUnlocked": "Ontgrendeld door een beheerder",
+      "DeviceActivated": "Nieuwe OTP-app geactiveerd", "DeviceRevoked": "Een OTP-app werd verwijderd"
+    },
+    en: {
+      "SessionStarted:code": "Logged in with a code", "SessionStarted:push": "Logged in with PUSH",
+      "OtpRejected:invalid": "Wrong code", "OtpRejected:replayed": "A code was used again",
+      "OtpRejected:locked": "Code refused: logging in with a code was locked",
+      "AccessDenied:user": "PUSH denied on your phone", "AccessDenied:wrong_number": "PUSH denied: wrong number picked",
+      "AccountLocked": "Logging in with a code locked after wrong codes",
+      "AccountUnlocked": "Unlocked by an administrator",
+      "DeviceActivated": "New OTP app activated", "DeviceRevoked": "An OTP app was removed"
+    }
+  };
+
+  function when(lang, iso) {
+    var moment = new Date(iso);
+    if (isNaN(moment.getTime())) return iso;
+    return new Intl.DateTimeFormat(lang === "en" ? "en-GB" : "nl-BE",
+      { dateStyle: "medium", timeStyle: "short" }).format(moment);
+  }
+
+  function activityLine(lang, p) {
+    var names = ACTIVITY[lang] || ACTIVITY.nl;
+    var name = names[p.type + ":" + p.reason] || names[p.type] || p.type;
+    return when(lang, p.at) + " – " + name + (p.ip ? " (" + p.ip + ")" : "");
+  }
 
   function t(key, params) {
     var table = TEXT[lang] || TEXT.nl;
@@ -460,6 +509,33 @@
     state.user = username;
     $("home-username").textContent = username;
     show("home", { notice: notice });
+    showHistory();
+  }
+
+  // "Vorige aanmelding" and "Recente activiteit": what the audit trail knows of this
+  // user. Left out quietly when it cannot say (the user is logged in all the same).
+  function showHistory() {
+    var previous = $("home-previous"), section = $("home-activity-section"), list = $("home-activity");
+    previous.hidden = true;
+    section.hidden = true;
+    api("GET", "/api/me").then(function (me) {
+      if (me.status !== 200 || !me.data) return;
+      var last = me.data.previous_login;
+      if (last) setText(previous, "home.previous", { at: last.at, method: last.method, ip: last.ip });
+      else setText(previous, "home.firstLogin");
+      previous.hidden = false;
+    }, function () {});
+    api("GET", "/api/me/activity").then(function (result) {
+      if (result.status !== 200 || !result.data || !result.data.events.length) return;
+      while (list.firstChild) list.removeChild(list.firstChild);
+      result.data.events.forEach(function (entry) {
+        var item = document.createElement("li");
+        setText(item, "activity.item", { type: entry.type, reason: entry.reason, at: entry.occurred_at,
+                                         ip: entry.source ? entry.source.ip : null });
+        list.appendChild(item);
+      });
+      section.hidden = false;
+    }, function () {});
   }
 
   function logout() {
