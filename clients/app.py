@@ -32,7 +32,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from clients import keystore
-from clients.device import Device, GatewayError, answer_challenge, pending_challenges, update_push_token
+from clients.device import Device, GatewayError, answer_challenge, poll, update_push_token
 
 EXIT_FAILED, EXIT_WRONG_PIN, EXIT_PIN_DELAY = 1, 3, 4
 DIGESTS = {"SHA1": "sha1", "SHA256": "sha256", "SHA512": "sha512"}
@@ -168,14 +168,42 @@ def describe(challenge):
     ])
 
 
+NOTICES = {
+    "account_locked": lambda c: ("Je account werd vergrendeld na {consecutive_failures} foute codes".format(**c)
+                                 + (f" vanaf {c['ip']}" if c.get("ip") else "")
+                                 + (": een beheerder moet het ontgrendelen" if c.get("hard") else "")),
+    "code_replayed": lambda c: "Een code van je app werd opnieuw gebruikt" + (f" vanaf {c['ip']}" if c.get("ip") else ""),
+    "device_activated": lambda c: f"Een nieuwe OTP-app werd geactiveerd: {c.get('device_name', '?')}",
+    "device_revoked": lambda c: "Een OTP-app werd van je account verwijderd",
+    "push_denied": lambda c: "Een PUSH-aanmelding werd geweigerd"
+                             + (" (fout getal gekozen)" if c.get("reason") == "wrong_number" else ""),
+    "fraud_reported": lambda c: "Een PUSH-aanmelding werd als fraude gemeld: PUSH is geblokkeerd tot een "
+                                "beheerder het vrijgeeft",
+}
+
+
+def notice_text(notice):
+    """A security notice as the user reads it, with when it happened."""
+    say = NOTICES.get(notice["kind"])
+    try:
+        text = say(notice.get("context") or {}) if say else notice["kind"]
+    except (KeyError, ValueError):
+        text = notice["kind"]
+    return f"Let op: {text} ({local_time(notice.get('occurred_at'))})."
+
+
 def fetch(device, wait=0.0, interval=0.5):
-    """The pending challenges; with `wait`, polled until there is one or `wait` seconds passed."""
+    """The pending challenges; with `wait`, polled until there is one or `wait` seconds
+    passed. Security notices that come with a poll are shown (on stderr) as they come:
+    each reaches this device once."""
     deadline = time.monotonic() + wait
     with talking_to(device.base_url):
         while True:
-            challenges = pending_challenges(device)
-            if challenges or time.monotonic() >= deadline:
-                return challenges
+            answer = poll(device)
+            for notice in answer.get("notices", []):
+                click.echo(notice_text(notice), err=True)
+            if answer["challenges"] or time.monotonic() >= deadline:
+                return answer["challenges"]
             time.sleep(min(interval, max(0.0, deadline - time.monotonic())))
 
 

@@ -89,11 +89,17 @@ def _poll_body(device, timestamp=None):
     return {"timestamp": timestamp, "signature": device.sign("mycepa-poll-v1", device.device_id, timestamp)}
 
 
-def pending_challenges(device, timestamp=None):
-    """The login requests waiting for this device (poll mode), signed as DESIGN §4 says."""
+def poll(device, timestamp=None):
+    """{challenges, notices}: the login requests waiting for this device and the security
+    notices it has not been shown (each is shown once), signed as DESIGN §4 says."""
     _, answer = call(device.base_url, "POST", f"/api/devices/{device.device_id}/challenges",
                      _poll_body(device, timestamp))
-    return answer["challenges"]
+    return answer
+
+
+def pending_challenges(device, timestamp=None):
+    """The login requests waiting for this device (poll mode)."""
+    return poll(device, timestamp)["challenges"]
 
 
 def answer_challenge(device, challenge, decision, number, fraud=False, device_id=None):

@@ -112,6 +112,7 @@ AccountLocked = _event(
     # hard: only an admin unlock ends it; otherwise the lock ends at `until`.
     hard=fields.Boolean(required=True),
     until=fields.AwareDateTime(load_default=None, allow_none=True, format="iso"),
+    source=_source,   # where the failure that locked it came from
 )
 AccountUnlocked = _event(
     "AccountUnlocked", OTP,

@@ -224,8 +224,18 @@ class DeviceChallenge(Schema):
         "description": "three numbers to pick the browser's among; empty when the user types it"})
 
 
+class Notice(Schema):
+    notice_id = fields.String(required=True)
+    kind = fields.String(required=True, validate=validate.OneOf(
+        ["account_locked", "code_replayed", "device_activated", "device_revoked", "push_denied", "fraud_reported"]))
+    occurred_at = fields.String(required=True, metadata={"format": "date-time"})
+    context = fields.Dict(required=True, metadata={"description": "ip, consecutive_failures, device_name, ..."})
+
+
 class DeviceChallenges(Schema):
     challenges = fields.List(fields.Nested(DeviceChallenge), required=True)
+    notices = fields.List(fields.Nested(Notice), required=True,
+                          metadata={"description": "security notices this device has not been shown, newest first"})
 
 
 class ChallengeAnswer(Schema):

@@ -318,13 +318,12 @@ class GatewayService:
         return json_response(self.otp.activate_device(**device), 201)
 
 
-    @route("POST", "/api/devices/{device_id}/challenges", "A device's pending login requests (poll mode)",
+    @route("POST", "/api/devices/{device_id}/challenges", "A device's pending login requests and unseen security notices",
            "device", body=schemas.SignedPoll, responses={200: schemas.DeviceChallenges},
            errors=(400, 401, 403, 503))
     def device_challenges(self, request, device_id):
         poll = load_body(request, schemas.SignedPoll, self.config["max_body_bytes"])
-        return json_response({"challenges": self.push.pending_challenges(device_id, poll["timestamp"],
-                                                                         poll["signature"])})
+        return json_response(self.push.pending_challenges(device_id, poll["timestamp"], poll["signature"]))
 
     @route("POST", "/api/push/challenges/{challenge_id}/response", "'Bevestig toegang': approve or deny",
            "device", body=schemas.ChallengeAnswer, responses={200: schemas.ChallengeAnswered},

@@ -189,7 +189,7 @@ class OtpService:
             hard = policy.hard(state.failures)
             events.dispatch_event(self.dispatch, events.AccountLocked, username=state.username,
                                   consecutive_failures=state.failures, hard=hard,
-                                  until=None if hard else policy.locked_until(state))
+                                  until=None if hard else policy.locked_until(state), source=source)
         raise policy.refusal(state, now) or InvalidCredentials(WRONG_CODE)
 
     def _emit_rejected(self, username, reason, failures, source):

@@ -26,7 +26,7 @@ from shared.errors import (
 from shared.messaging import EventDispatcher, rpc
 from shared.mongo import MongoStorage
 from shared.validation import load_args
-from services.push import challenges
+from services.push import challenges, notices
 from services.push.challenges import signature_id
 from services.push.config import PushSettings
 from services.push.dependencies import PushProviders
@@ -136,8 +136,10 @@ class PushService:
         device = self._signed_in_device(args["device_id"], args["timestamp"])
         self._use_signature(challenges.poll_signature_valid(
             device["public_key"], device["_id"], args["timestamp"], args["signature"]), device, args["signature"])
-        return [_as_device_sees_it(challenge)
-                for challenge in self.storage.pending_challenges_of(device["username"], utcnow())]
+        return {"challenges": [_as_device_sees_it(challenge)
+                               for challenge in self.storage.pending_challenges_of(device["username"], utcnow())],
+                "notices": [_notice_as_device_sees_it(notice)
+                            for notice in self.storage.unseen_notices(device, notices.SHOWN)]}
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def respond(self, challenge_id, device_id, decision, number, signature, fraud=False):
@@ -200,6 +202,35 @@ class PushService:
                       or self.storage.find_answer(challenge["_id"]))
             if answer is not None:
                 self._announce(challenge, answer, now)
+
+    # -- security notices (services/push/notices.py) ------------------------------------
+
+    @events.handles(events.AccountLocked, requeue_on_error=True)
+    def notice_account_locked(self, payload):
+        self._keep_notice(events.AccountLocked, payload)
+
+    @events.handles(events.OtpRejected, requeue_on_error=True)
+    def notice_code_replayed(self, payload):
+        self._keep_notice(events.OtpRejected, payload)
+
+    @events.handles(events.DeviceActivated, requeue_on_error=True)
+    def notice_device_activated(self, payload):
+        self._keep_notice(events.DeviceActivated, payload)
+
+    @events.handles(events.DeviceRevoked, requeue_on_error=True)
+    def notice_device_revoked(self, payload):
+        self._keep_notice(events.DeviceRevoked, payload)
+
+    @events.handles(events.AccessDenied, requeue_on_error=True)
+    def notice_push_denied(self, payload):
+        self._keep_notice(events.AccessDenied, payload)
+
+    def _keep_notice(self, event_cls, payload):
+        event = _parse(event_cls, payload)
+        notice = notices.notice_of(event_cls, event) if event else None
+        if notice is not None:
+            with _dropping_unstorable(event_cls):
+                self.storage.add_notice(notice)
 
     # -- fraud blocks ----------------------------------------------------------------
 
@@ -270,6 +301,12 @@ def _as_device_sees_it(challenge):
             "context": {"ip": context["ip"], "user_agent": context["user_agent"],
                         "requested_at": isoformat(context["requested_at"])},
             "number_choices": challenge["number_choices"]}
+
+
+def _notice_as_device_sees_it(notice):
+    return {"notice_id": notice["_id"], "kind": notice["kind"], "occurred_at": isoformat(notice["occurred_at"]),
+            "context": {key: isoformat(value) if hasattr(value, "isoformat") else value
+                        for key, value in notice["context"].items()}}
 
 
 @contextmanager

@@ -16,6 +16,9 @@ by `_id`, and whatever must happen once is a unique insert.
 - `pending` {_id: challenge_id, expires_at}: the unanswered ones, so the once-a-second
   expiry sweep scans a handful of documents, not every challenge of the last hour.
 - `fraud_blocks` {_id: username}: push is refused until an admin clears it.
+- `notices` {_id: event_id, username, kind, occurred_at, context}, `notice_boxes`
+  {_id: username, notice_ids}, `notices_seen` {_id: "device#notice"}: security notices,
+  each handed to each device once (services/push/notices.py).
 - `used_signatures` {_id: "device#signature id"}: a device's signed poll or token update
   is accepted once (services/push/challenges.py `signature_id`).
 """
@@ -36,6 +39,8 @@ class PushStorage(Storage):
         "answers": [IndexModel([("at", ASCENDING)])],
         "dispatches": [IndexModel([("at", ASCENDING)])],
         "used_signatures": [IndexModel([("at", ASCENDING)])],
+        "notices": [IndexModel([("occurred_at", ASCENDING)])],
+        "notices_seen": [IndexModel([("at", ASCENDING)])],
     }
 
     # -- devices ---------------------------------------------------------------------
@@ -156,6 +161,27 @@ class PushStorage(Storage):
         """A device's signed request, once: False when this signature was seen before."""
         return self.claim("used_signatures", f"{device_id}#{signature_id}", at=now)
 
+    # -- security notices ----------------------------------------------------------
+
+    def add_notice(self, notice):
+        """Keep a notice once (its id is its event's) in the user's notice box."""
+        self.claim("notices", notice["_id"], **{k: v for k, v in notice.items() if k != "_id"})
+        self.add_to_set("notice_boxes", notice["username"], "notice_ids", notice["_id"])
+
+    def unseen_notices(self, device, limit):
+        """The user's notices this device has not been shown, newest first, each marked
+        shown to it as it is handed out (a unique insert: once per device, however many
+        polls race). Only what happened since the device was activated."""
+        box = self.db.notice_boxes.find_one({"_id": device["username"]}) or {}
+        found = []
+        for notice_id in reversed(box.get("notice_ids", [])[-limit:]):
+            notice = self.db.notices.find_one({"_id": notice_id})
+            if (notice is None or notice["occurred_at"] < device["created_at"]
+                    or not self.claim("notices_seen", f"{device['_id']}#{notice_id}", at=notice["occurred_at"])):
+                continue
+            found.append(notice)
+        return found
+
     # -- fraud blocks ----------------------------------------------------------------
 
     def block_for_fraud(self, username, challenge_id, device_id, now):
@@ -181,6 +207,12 @@ class PushStorage(Storage):
             {"status": {"$ne": PENDING}, "expires_at": {"$lt": cutoff}}).deleted_count
         for collection in ("answers", "dispatches"):
             deleted += self.db[collection].delete_many({"at": {"$lt": cutoff}}).deleted_count
+        # Notices a month: a device that has not polled in a month learns from the audit.
+        month_ago = now - timedelta(days=30)
+        for notice in list(self.db.notices.find({"occurred_at": {"$lt": month_ago}}, projection={"username": 1})):
+            self.db.notice_boxes.update_one({"_id": notice["username"]}, {"$pull": {"notice_ids": notice["_id"]}})
+            deleted += self.db.notices.delete_one({"_id": notice["_id"]}).deleted_count
+        deleted += self.db.notices_seen.delete_many({"at": {"$lt": month_ago}}).deleted_count
         deleted += self.db.used_signatures.delete_many(
             {"at": {"$lt": now - timedelta(seconds=2 * signature_window_seconds + 60)}}).deleted_count
         return deleted

@@ -267,6 +267,12 @@ def test_admin_unlock_revoke_and_token(cli):
     assert f"{username} unlocked." in cli.admin("unlock", username).stdout
     assert f"{username} was not locked." in cli.admin("unlock", username).stdout
     assert login(base, username, cli.code()).status_code in (200, 401)  # 401 only if that step was used
+    # The app tells of the lock on its next look (a security notice, once).
+    deadline, told = time.monotonic() + 5, ""
+    while "vergrendeld" not in told and time.monotonic() < deadline:
+        told = cli.app("inbox", "--pin", PIN).stderr
+    assert "Let op: Je account werd vergrendeld na 4 foute codes vanaf 127.0.0.1" in told
+    assert "vergrendeld" not in cli.app("inbox", "--pin", PIN).stderr
 
     device_id = cli.keystore()["device_id"]
     revoked = cli.admin("devices", "revoke", device_id).stdout

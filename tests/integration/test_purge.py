@@ -94,13 +94,16 @@ def test_push_keeps_only_devices_users_and_fraud_blocks(fresh):
     push.settle_challenge(answered, answer["outcome"], "dev_1", now)
     push.block_for_fraud("W1", "ch_1", "dev_1", now)
     push.claim_signature("dev_1", "signature-id", now)
+    push.add_notice({"_id": "event-1", "username": "W1", "kind": "account_locked", "occurred_at": now,
+                     "device_id": None, "context": {}})
+    assert [n["_id"] for n in push.unseen_notices(push.find_device("dev_1"), 20)] == ["event-1"]
     push.ensure_indexes()
     filled = counts(push)
     # The unanswered challenge is the expiry sweep's business, not the purge's: it stays
     # pending (with its sweep entry) until the sweep settles it, then goes like any other.
     assert_purged(push, lambda at: push.purge_expired(at, 60), filled,
-                  may_stay={"devices": 1, "users": 1, "inboxes": 1, "fraud_blocks": 1, "challenges": 1,
-                            "pending": 1})
+                  may_stay={"devices": 1, "users": 1, "inboxes": 1, "notice_boxes": 1, "fraud_blocks": 1,
+                            "challenges": 1, "pending": 1})
     assert push.find_challenge("ch_2")["status"] == PENDING
 
 

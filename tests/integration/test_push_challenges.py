@@ -64,7 +64,7 @@ def test_a_redelivered_login_request_makes_one_challenge_and_one_notification(ru
     # The device sees it once, with the browser's number among three choices.
     timestamp = int(now.timestamp())
     with entrypoint_hook(push, "pending_challenges") as poll:
-        seen = poll(device.device_id, timestamp, device.sign("mycepa-poll-v1", device.device_id, timestamp))
+        seen = poll(device.device_id, timestamp, device.sign("mycepa-poll-v1", device.device_id, timestamp))["challenges"]
     assert [c["challenge_id"] for c in seen] == [challenge_id]
     assert "42" in seen[0]["number_choices"] and len(set(seen[0]["number_choices"])) == 3
 
@@ -111,7 +111,7 @@ def login_request(username, seconds=60):
 def polled(push, device):
     timestamp = int(utcnow().timestamp())
     with entrypoint_hook(push, "pending_challenges") as poll:
-        return poll(device.device_id, timestamp, device.sign("mycepa-poll-v1", device.device_id, timestamp))
+        return poll(device.device_id, timestamp, device.sign("mycepa-poll-v1", device.device_id, timestamp))["challenges"]
 
 
 def test_a_login_request_killed_after_storing_its_challenge_is_finished_on_redelivery(running, mongo_client):

@@ -1,0 +1,37 @@
+"""Security notices for the user's devices (DESIGN §4): what happened to their account
+that they should know of, told to every active device once.
+
+Each event below becomes a notice `{notice_id, kind, occurred_at, context}`: the
+`notice_id` is the event's id (a redelivered event makes no second notice), the context
+only what the user can act on (never a secret or a code).
+"""
+from shared import events
+
+KINDS = {
+    events.AccountLocked.name: "account_locked",
+    events.OtpRejected.name: "code_replayed",        # only reason "replayed"
+    events.DeviceActivated.name: "device_activated",
+    events.DeviceRevoked.name: "device_revoked",
+    events.AccessDenied.name: "push_denied",         # "fraud_reported" when reported
+}
+# Notices a device is shown at most, newest first.
+SHOWN = 20
+
+
+def notice_of(event_cls, event):
+    """The notice an event makes, or None (an event that is no notice)."""
+    kind = KINDS[event_cls.name]
+    if event_cls is events.OtpRejected and event["reason"] != "replayed":
+        return None
+    if event_cls is events.AccessDenied and event["fraud"]:
+        kind = "fraud_reported"
+    source = event.get("source") or {}
+    context = {key: value for key, value in {
+        "ip": source.get("ip"),
+        "consecutive_failures": event.get("consecutive_failures"),
+        "hard": event.get("hard"), "until": event.get("until"),
+        "device_name": event.get("device_name"), "platform": event.get("platform"),
+        "reason": event.get("reason") if event_cls in (events.DeviceRevoked, events.AccessDenied) else None,
+    }.items() if value is not None}
+    return {"_id": str(event["event_id"]), "username": event["username"], "kind": kind,
+            "occurred_at": event["occurred_at"], "device_id": event.get("device_id"), "context": context}
