@@ -1,9 +1,12 @@
 """DependencyProviders of the push service."""
+from datetime import timedelta
+
 from nameko.extensions import DependencyProvider
 
 from shared.config import ConfigError, load_settings
 from services.push.config import PushSettings
-from services.push.providers import PushMessage, providers_from_settings
+from services.push import notices
+from services.push.providers import NoticeMessage, PushMessage, providers_from_settings
 
 
 class PushProviders(DependencyProvider):
@@ -39,6 +42,12 @@ class PushProviders(DependencyProvider):
     @staticmethod
     def message(challenge, ttl_seconds):
         return PushMessage(challenge["_id"], challenge["username"], challenge["expires_at"], ttl_seconds)
+
+    @staticmethod
+    def notice_message(notice, title, body):
+        return NoticeMessage(notice["_id"], notice["kind"], title, body,
+                             notice["occurred_at"] + timedelta(seconds=notices.ALERT_TTL_SECONDS),
+                             notices.ALERT_TTL_SECONDS)
 
 
 def _read(path, variable):

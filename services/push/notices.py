@@ -16,6 +16,18 @@ KINDS = {
 }
 # Notices a device is shown at most, newest first.
 SHOWN = 20
+# How long APNs / FCM keep trying to deliver a notice's alert to a phone that is off.
+ALERT_TTL_SECONDS = 24 * 3600
+# The alert a push device gets (the app shows the same notice from its next poll).
+ALERT_TITLE = "MyCepa: let op"
+ALERT_BODY = {
+    "account_locked": "Aanmelden met een code is vergrendeld na {consecutive_failures} foute codes{from_ip}.",
+    "code_replayed": "Een code van je app werd opnieuw gebruikt{from_ip}.",
+    "device_activated": "Een nieuwe OTP-app werd geactiveerd op je account: {device_name}.",
+    "device_revoked": "Een OTP-app werd van je account verwijderd.",
+    "push_denied": "Een PUSH-aanmelding werd geweigerd.",
+    "fraud_reported": "Een PUSH-aanmelding werd als fraude gemeld: PUSH is geblokkeerd tot een beheerder het vrijgeeft.",
+}
 
 
 def notice_of(event_cls, event):
@@ -35,3 +47,12 @@ def notice_of(event_cls, event):
     }.items() if value is not None}
     return {"_id": str(event["event_id"]), "username": event["username"], "kind": kind,
             "occurred_at": event["occurred_at"], "device_id": event.get("device_id"), "context": context}
+
+
+def alert_of(notice):
+    """(title, body) of a notice's plain alert."""
+    context = notice["context"]
+    fields = {"consecutive_failures": context.get("consecutive_failures", "?"),
+              "device_name": context.get("device_name", "?"),
+              "from_ip": f" vanaf {context['ip']}" if context.get("ip") else ""}
+    return ALERT_TITLE, ALERT_BODY[notice["kind"]].format(**fields)

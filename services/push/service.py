@@ -228,9 +228,27 @@ class PushService:
     def _keep_notice(self, event_cls, payload):
         event = _parse(event_cls, payload)
         notice = notices.notice_of(event_cls, event) if event else None
-        if notice is not None:
-            with _dropping_unstorable(event_cls):
-                self.storage.add_notice(notice)
+        if notice is None:
+            return
+        with _dropping_unstorable(event_cls):
+            self.storage.add_notice(notice)
+            self._alert(notice)
+
+    def _alert(self, notice):
+        """A plain alert through APNs / FCM to each active push device of the user, once
+        (a redelivered event finds its alerts claimed); a device activated after the
+        notice's event is not told of it."""
+        title, body = notices.alert_of(notice)
+        message = self.providers.notice_message(notice, title, body)
+        for device in self.storage.active_devices(notice["username"]):
+            provider = self.providers.get(device["platform"])
+            if (provider is None or not device.get("push_token") or device.get("push_token_dead")
+                    or device["created_at"] > notice["occurred_at"]
+                    or not self.storage.claim_alert(device["_id"], notice["_id"], utcnow())):
+                continue
+            result = provider.send(device["push_token"], message)
+            if result.token_dead:
+                self.storage.mark_push_token_dead(device["_id"], device["push_token"])
 
     # -- fraud blocks ----------------------------------------------------------------
 

@@ -168,6 +168,10 @@ class PushStorage(Storage):
         self.claim("notices", notice["_id"], **{k: v for k, v in notice.items() if k != "_id"})
         self.add_to_set("notice_boxes", notice["username"], "notice_ids", notice["_id"])
 
+    def claim_alert(self, device_id, notice_id, now):
+        """True once per device and notice: the alert that is sent."""
+        return self.claim("notices_seen", f"alert#{device_id}#{notice_id}", at=now)
+
     def unseen_notices(self, device, limit):
         """The user's notices this device has not been shown, newest first, each marked
         shown to it as it is handed out (a unique insert: once per device, however many

@@ -165,3 +165,32 @@ def test_after_a_dead_token_the_app_sends_a_new_one_and_is_notified_again(delive
     assert sent["answer"]["status"] == 200
     assert len(sent_to(provider_servers, "apns", dead, timeout=0)) == 1
     approve_from_notification(delivery, device, browser, request, sent["headers"]["apns-collapse-id"])
+
+
+def test_a_lock_is_told_to_each_phone_as_a_plain_alert_once(delivery, provider_servers):
+    provider_servers.reset()
+    apns_token, fcm_token = secrets.token_hex(32), "fcm-" + secrets.token_urlsafe(40)
+    iphone = delivery.make_user(platform="ios", push_token=apns_token, device_name="iPhone")
+    delivery.make_user(username=iphone.username, platform="android", push_token=fcm_token, device_name="Pixel")
+    for _ in range(4):   # three free failures, the fourth locks code login (test settings)
+        requests.post(f"{delivery.base_url}/api/login", json={"username": iphone.username, "password": "0000000000"},
+                      headers={"User-Agent": "attacker"}, timeout=10)
+
+    def alerts(which, token, kind):
+        found = sent_to(provider_servers, which, token)
+        data = lambda sent: sent["payload"] if which == "apns" else sent["body"]["message"]["data"]   # noqa: E731
+        return [sent for sent in found if data(sent).get("kind") == kind]
+
+    deadline = time.monotonic() + 5
+    while not (alerts("apns", apns_token, "account_locked") and alerts("fcm", fcm_token, "account_locked")) \
+            and time.monotonic() < deadline:
+        time.sleep(0.1)
+    [apns] = alerts("apns", apns_token, "account_locked")
+    assert apns["headers"]["apns-push-type"] == "alert" and "challenge_id" not in apns["payload"]
+    assert "vergrendeld na 4 foute codes vanaf 127.0.0.1" in apns["payload"]["aps"]["alert"]["body"]
+    [fcm] = alerts("fcm", fcm_token, "account_locked")
+    assert fcm["body"]["message"]["notification"]["title"] == "MyCepa: let op"
+    # The iPhone was told that the Pixel was activated; the Pixel is not told of itself.
+    [activated] = alerts("apns", apns_token, "device_activated")
+    assert "Pixel" in activated["payload"]["aps"]["alert"]["body"]
+    assert alerts("fcm", fcm_token, "device_activated") == []

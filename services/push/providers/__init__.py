@@ -4,10 +4,10 @@ One module per provider: `apns` (iOS, HTTP/2 + ES256 provider tokens) and `fcm`
 (Android, HTTP v1 + OAuth2 service account). Both use one HTTP client (httpx over h2).
 """
 from services.push.providers.apns import APNsProvider
-from services.push.providers.base import DeliveryResult, Provider, PushMessage, RetryPolicy
+from services.push.providers.base import DeliveryResult, NoticeMessage, Provider, PushMessage, RetryPolicy
 from services.push.providers.fcm import FCMProvider
 
-__all__ = ["APNsProvider", "DeliveryResult", "FCMProvider", "Provider", "PushMessage", "RetryPolicy",
+__all__ = ["APNsProvider", "DeliveryResult", "FCMProvider", "NoticeMessage", "Provider", "PushMessage", "RetryPolicy",
            "providers_from_settings"]
 
 APNS_KEYS = ("apns_key_pem", "apns_key_id", "apns_team_id", "apns_topic")

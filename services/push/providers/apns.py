@@ -90,8 +90,7 @@ class APNsProvider(Provider):
 
     def payload(self, message):
         title, body = message.alert()
-        return {"aps": {"alert": {"title": title, "body": body}, "sound": "default"},
-                "challenge_id": message.challenge_id}
+        return {"aps": {"alert": {"title": title, "body": body}, "sound": "default"}, **message.data()}
 
     def headers(self, message, provider_token):
         return {
@@ -100,7 +99,7 @@ class APNsProvider(Provider):
             "apns-push-type": "alert",
             "apns-priority": str(self.priority),
             "apns-expiration": str(message.expires_at_unix()),
-            "apns-collapse-id": message.challenge_id,
+            "apns-collapse-id": message.collapse_id,
             "content-type": "application/json",
         }
 

@@ -46,11 +46,48 @@ class PushMessage:
         title, body = ALERT_TEXT.get(language, ALERT_TEXT[DEFAULT_LOCALE])
         return title, body.format(username=self.username)
 
+    @property
+    def collapse_id(self):
+        """What a newer notification of the same thing replaces on the phone."""
+        return self.challenge_id
+
+    def data(self):
+        """The fields the app reads from the notification, besides its text."""
+        return {"challenge_id": self.challenge_id}
+
     def expires_at_unix(self):
-        expires_at = self.expires_at
-        if expires_at.tzinfo is None:
-            expires_at = expires_at.replace(tzinfo=timezone.utc)
-        return int(expires_at.timestamp())
+        return _unix(self.expires_at)
+
+
+@dataclass(frozen=True)
+class NoticeMessage:
+    """A security notice (services/push/notices.py) as a plain alert: its text, and its id
+    for the app, which shows it from its next poll too."""
+    notice_id: str
+    kind: str
+    title: str
+    body: str
+    expires_at: datetime
+    ttl_seconds: int
+
+    @property
+    def collapse_id(self):
+        return self.notice_id[:64]
+
+    def alert(self):
+        return self.title, self.body
+
+    def data(self):
+        return {"notice_id": self.notice_id, "kind": self.kind}
+
+    def expires_at_unix(self):
+        return _unix(self.expires_at)
+
+
+def _unix(moment):
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return int(moment.timestamp())
 
 
 @dataclass(frozen=True)
@@ -155,8 +192,8 @@ class Provider:
                                 permanent=outcome.permanent, token_dead=outcome.token_dead, attempts=attempts,
                                 message_id=outcome.message_id)
         level = logging.INFO if result.ok else logging.WARNING
-        log.log(level, "%s: %s for challenge %s to device token %s: %s %s after %d attempt(s)%s", self.name,
-                "delivered" if result.ok else "not delivered", message.challenge_id, hint, result.status,
+        log.log(level, "%s: %s for %s to device token %s: %s %s after %d attempt(s)%s", self.name,
+                "delivered" if result.ok else "not delivered", message.collapse_id, hint, result.status,
                 result.reason, attempts, " (token dead)" if result.token_dead else "",
                 extra=_log_extra(message, hint))
         return result
@@ -200,7 +237,7 @@ def token_hint(push_token):
 
 
 def _log_extra(message, hint):
-    return {"challenge_id": message.challenge_id, "push_token_hint": hint}
+    return {**message.data(), "push_token_hint": hint}
 
 
 def parse_retry_after(value):

@@ -7,7 +7,8 @@ cached and renewed `token_refresh_margin` seconds before it expires.
 
 The message: android priority HIGH and a TTL equal to the challenge's remaining lifetime
 (a notification delivered after the challenge expired is useless), the localized
-notification text, and `data.challenge_id`, nothing else.
+notification text, and `data.challenge_id` (or, for a security notice, `data.notice_id`
+and `data.kind`), nothing else.
 
 Answers (`{"error": {"code", "message", "status", "details": [FcmError{errorCode}]}}`):
 200 -> accepted (`name` kept); UNREGISTERED (404) and SENDER_ID_MISMATCH (403) ->
@@ -113,8 +114,8 @@ class FCMProvider(Provider):
         return {"message": {
             "token": push_token,
             "notification": {"title": title, "body": text},
-            "data": {"challenge_id": message.challenge_id},
-            "android": {"priority": "HIGH", "ttl": f"{ttl}s", "collapse_key": message.challenge_id},
+            "data": message.data(),
+            "android": {"priority": "HIGH", "ttl": f"{ttl}s", "collapse_key": message.collapse_id},
         }}
 
     def _attempt(self, push_token, message):
