@@ -202,6 +202,9 @@ def test_operations_endpoints(stack):
     audit = body["detail"]["audit"]
     assert audit["answering"] is True and isinstance(audit["backlog"], int)
     assert set(audit["recorded"]) == set(events.EVENT_TYPES)
+    scraped = requests.get(f"{stack.base_url}/metrics", timeout=10).text
+    assert 'mycepa_audit_events_recorded{type="OtpVerified"}' in scraped
+    assert "mycepa_audit_backlog_events " in scraped and "mycepa_audit_answering 1.0" in scraped
     spec = requests.get(f"{stack.base_url}/openapi.json", timeout=10).json()
     assert spec["openapi"].startswith("3.")
     assert "LoginRequest" in spec["components"]["schemas"]

@@ -570,3 +570,25 @@ PROXIES = parse_networks(["10.0.0.5", "10.1.0.0/16"])
 ])
 def test_the_source_is_the_right_most_untrusted_hop(peer, forwarded_for, source):
     assert source_address(peer, forwarded_for, PROXIES) == source
+
+
+def test_refused_admin_tokens_are_throttled_per_source_and_audited():
+    worker = gateway_worker()
+    worker.storage.source_failures.return_value = (50, 30)   # this source is over the limit
+    with pytest.raises(TooManyRequests):
+        worker.unlock(admin_request(token="wrong-token-wrong-token-wrong"), "W123")
+    worker.otp.unlock.assert_not_called()
+    (announced,), payload = worker.announce.call_args
+    assert announced is events.AdminAction
+    assert (payload["actor"], payload["outcome"], payload["status"], payload["username"]) == (
+        "unknown", "refused", 401, "W123")
+
+
+def test_a_named_credential_is_the_actor_of_what_it_does():
+    worker = gateway_worker()
+    worker.storage.admin_name_of.return_value = "alice"
+    worker.otp.unlock.return_value = {"username": "W123", "was_locked": False}
+    worker.unlock(admin_request(token="a-named-token-of-alice-1234567"), "W123")
+    worker.otp.unlock.assert_called_once_with("W123", "alice")
+    (announced,), payload = worker.announce.call_args   # nothing was locked: no event of its own
+    assert announced is events.AdminAction and (payload["actor"], payload["outcome"]) == ("alice", "allowed")
