@@ -1,7 +1,7 @@
 """`make chaos`: the faults a production login meets, injected one after another into a
 running stack under load, with a table of what users saw.
 
-A stack of its own (2 otp, push, gateway, started by scripts/stack.sh as operators start
+A stack of its own (2 otp, push, audit, gateway, started by scripts/stack.sh as operators start
 it) on a RabbitMQ node and a FerretDB of its own (scripts/infra.sh on other ports), so
 the `make up` stack is not touched. Under a load of code logins (distinct users, valid
 codes) and push logins (a phone approving), it injects:
@@ -179,7 +179,7 @@ def main():
     infra = Infra(data / "infra", name="mycepa-chaos").up()
     stack = None
     try:
-        say("starting otp x2, push, gateway with scripts/stack.sh...")
+        say("starting otp x2, push, audit, gateway with scripts/stack.sh...")
         stack = ChaosStack(data, infra).up()
         # A user logs in once per 30-second step: 30 users per login a second, and more.
         code_count = int(args.rate * 32)

@@ -7,13 +7,16 @@ only what the user can act on (never a secret or a code).
 """
 from shared import events
 
+# The events notices come from, and the kind of notice each makes.
 KINDS = {
-    events.AccountLocked.name: "account_locked",
-    events.OtpRejected.name: "code_replayed",        # only reason "replayed"
-    events.DeviceActivated.name: "device_activated",
-    events.DeviceRevoked.name: "device_revoked",
-    events.AccessDenied.name: "push_denied",         # "fraud_reported" when reported
+    events.AccountLocked: "account_locked",
+    events.OtpRejected: "code_replayed",        # only reason "replayed"
+    events.DeviceActivated: "device_activated",
+    events.DeviceRevoked: "device_revoked",
+    events.AccessDenied: "push_denied",         # "fraud_reported" when reported
 }
+SOURCES = tuple(KINDS)
+SOURCES_BY_NAME = {event_cls.name: event_cls for event_cls in SOURCES}
 # Notices a device is shown at most, newest first.
 SHOWN = 20
 # How long APNs / FCM keep trying to deliver a notice's alert to a phone that is off.
@@ -32,7 +35,7 @@ ALERT_BODY = {
 
 def notice_of(event_cls, event):
     """The notice an event makes, or None (an event that is no notice)."""
-    kind = KINDS[event_cls.name]
+    kind = KINDS[event_cls]
     if event_cls is events.OtpRejected and event["reason"] != "replayed":
         return None
     if event_cls is events.AccessDenied and event["fraud"]:

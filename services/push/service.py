@@ -23,7 +23,7 @@ from shared.config import SettingsProvider
 from shared.errors import (
     EXPECTED_ERRORS, Conflict, Expired, Forbidden, InvalidCredentials, NotFound, Unavailable,
 )
-from shared.messaging import EventDispatcher, rpc
+from shared.messaging import EventDispatcher, consume_events, rpc
 from shared.mongo import MongoStorage
 from shared.validation import load_args
 from services.push import challenges, notices
@@ -205,27 +205,10 @@ class PushService:
 
     # -- security notices (services/push/notices.py) ------------------------------------
 
-    @events.handles(events.AccountLocked, requeue_on_error=True)
-    def notice_account_locked(self, payload):
-        self._keep_notice(events.AccountLocked, payload)
-
-    @events.handles(events.OtpRejected, requeue_on_error=True)
-    def notice_code_replayed(self, payload):
-        self._keep_notice(events.OtpRejected, payload)
-
-    @events.handles(events.DeviceActivated, requeue_on_error=True)
-    def notice_device_activated(self, payload):
-        self._keep_notice(events.DeviceActivated, payload)
-
-    @events.handles(events.DeviceRevoked, requeue_on_error=True)
-    def notice_device_revoked(self, payload):
-        self._keep_notice(events.DeviceRevoked, payload)
-
-    @events.handles(events.AccessDenied, requeue_on_error=True)
-    def notice_push_denied(self, payload):
-        self._keep_notice(events.AccessDenied, payload)
-
-    def _keep_notice(self, event_cls, payload):
+    @consume_events(notices.SOURCES)
+    def keep_notice(self, event_type, payload):
+        """A notice of what happened to the user's account, for each of their devices."""
+        event_cls = notices.SOURCES_BY_NAME[event_type]
         event = _parse(event_cls, payload)
         notice = notices.notice_of(event_cls, event) if event else None
         if notice is None:
