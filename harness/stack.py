@@ -79,10 +79,13 @@ class Stack:
 
     def start_process(self, name, env=None):
         service = name.split("-")[0]
+        env = env or self.env
+        if service == "audit":   # as scripts/stack.sh starts it
+            env = {**env, "MAX_WORKERS": env.get("AUDIT_MAX_WORKERS", "4")}
         log = open(self.log_dir / f"{name}.log", "ab")
         self.processes[name] = subprocess.Popen(
             [sys.executable, "-m", "shared.run", "--config", "config/nameko.yaml", f"services.{service}.service"],
-            cwd=ROOT, env=env or self.env, stdout=log, stderr=subprocess.STDOUT)
+            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
 
     def add_gateway(self, **settings):
         """One more gateway instance of this stack, on a port of its own and with
