@@ -236,3 +236,18 @@ def push_login(base_url, device, browser, on_requested=None, give_up_after=60.0)
             return attempt
     attempt.outcome = attempt.outcome or "failed: never settled"
     return attempt
+
+
+def audit_caught_up(base_url, within=300.0):
+    """Wait until the audit service's queue is empty (after a set-up burst of
+    activations, say); the seconds it took, or None if it was still busy after `within`."""
+    started = time.monotonic()
+    while time.monotonic() - started < within:
+        try:
+            backlog = requests.get(f"{base_url}/readyz", timeout=5).json()["detail"]["audit"]["backlog"]
+        except (requests.RequestException, ValueError, KeyError):
+            backlog = None
+        if backlog == 0:
+            return round(time.monotonic() - started, 1)
+        time.sleep(0.5)
+    return None

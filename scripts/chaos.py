@@ -37,7 +37,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from harness.infra import Infra  # noqa: E402
-from harness.load import CodeLogins, another_tab, make_users, push_login, remember_browser  # noqa: E402
+from harness.load import CodeLogins, another_tab, audit_caught_up, make_users, push_login, remember_browser  # noqa: E402
 from harness.net import free_port  # noqa: E402
 from harness.stack import running  # noqa: E402
 
@@ -189,8 +189,9 @@ def main():
                                                users[code_count + args.push_users:])
         # The activations are set-up, a burst no port sees: the faults start once the
         # audit trail has written them, so the figures are those of a system at work.
-        backlog = audit_backlog_drained(stack.base_url)
-        say(f"audit trail caught up with the activations ({backlog})")
+        waited = audit_caught_up(stack.base_url)
+        say(f"the audit trail caught up with the activations in {waited} s" if waited is not None
+            else "the audit trail is still busy with the activations: the figures are depressed")
         push_load = PushLoad(stack.base_url, push_users)
         chosen = args.only.split(",") if args.only else None
         rows = [run_fault(name, stack, code_users, push_load, inject, args.clients, args.rate)
@@ -291,20 +292,6 @@ def faults(infra, probe_users):
 
     return [("rabbitmq stop 10 s", broker), ("database stop 6 s", database), ("otp-2 kill -9", kill_otp),
             ("push kill -9", kill_push), ("gateway SIGTERM", sigterm_gateway), ("200 long polls", long_polls)]
-
-
-def audit_backlog_drained(base_url, within=300.0):
-    """Wait until the audit service's queue is empty; how long it took, in words."""
-    started = time.monotonic()
-    while time.monotonic() - started < within:
-        try:
-            backlog = requests.get(f"{base_url}/readyz", timeout=5).json()["detail"]["audit"]["backlog"]
-        except (requests.RequestException, ValueError, KeyError):
-            backlog = None
-        if backlog == 0:
-            return f"{time.monotonic() - started:.0f} s"
-        time.sleep(1)
-    return f"still busy after {within:.0f} s"
 
 
 def verdicts(rows):
