@@ -13,6 +13,7 @@ import pytest
 import requests
 
 from harness.load import push_login, remember_browser
+from harness.waiting import eventually
 from tests.conftest import service_db
 
 pytestmark = pytest.mark.e2e
@@ -40,15 +41,6 @@ def from_source(source=None):
 
 def login(client, base_url, username, code):
     return client.post(f"{base_url}/api/login", json={"username": username, "password": code}, timeout=TIMEOUT)
-
-
-def eventually(probe, expected, timeout=5.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if value == expected or time.monotonic() > deadline:
-            return value
-        time.sleep(0.05)
 
 
 def me_status(browser, base_url):

@@ -8,6 +8,7 @@ import requests
 
 from clients.device import Device, GatewayError, create_activation, poll
 from harness.load import push_login
+from harness.waiting import eventually
 
 pytestmark = pytest.mark.e2e
 
@@ -16,15 +17,6 @@ TIMEOUT = 10
 
 def admin(token):
     return {"Authorization": f"Bearer {token}"}
-
-
-def eventually(probe, until, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if until(value) or time.monotonic() > deadline:
-            return value
-        time.sleep(0.1)
 
 
 def trail(stack, username, **query):
@@ -59,7 +51,7 @@ def test_every_decision_about_a_user_is_in_the_trail_with_time_source_and_actor(
               "PushDispatched", "AccessConfirmed", "SessionStarted"]
     entries = eventually(lambda: trail(stack, username),
                          lambda found: all(found_type in [e["type"] for e in found] for found_type in wanted)
-                         and [e["type"] for e in found].count("SessionStarted") == 3)
+                         and [e["type"] for e in found].count("SessionStarted") == 3, timeout=10)
     types = [entry["type"] for entry in entries]
     for event_type in set(wanted):
         assert types.count(event_type) >= wanted.count(event_type), (event_type, types)
@@ -112,7 +104,7 @@ def test_a_revoked_credential_is_refused_at_once_and_the_refusal_audited(stack):
 
     # (Each look at the trail is itself an admin request on this user: audit_query.)
     listings = lambda: [a for a in trail(stack, username, type="AdminAction") if a["reason"] == "list_devices"]  # noqa: E731
-    actions = eventually(listings, lambda found: len(found) >= 2)
+    actions = eventually(listings, lambda found: len(found) >= 2, timeout=10)
     assert [(a["actor"], a["details"]["outcome"], a["details"]["status"]) for a in actions] == [
         ("unknown", "refused", 401), (name, "allowed", 200)]
 
@@ -131,14 +123,14 @@ def test_a_lock_and_a_new_device_reach_every_device_of_the_user_once(stack, make
     assert polled(phone)["notices"] == []
     tablet = make_user(username=phone.username, device_name="Tablet")
     # The phone hears of the tablet; the tablet is not told of itself.
-    activated = eventually(lambda: poll(phone)["notices"], lambda found: found)
+    activated = eventually(lambda: poll(phone)["notices"], bool, timeout=10)
     assert [(n["kind"], n["context"]["device_name"]) for n in activated] == [("device_activated", "Tablet")]
     for _ in range(4):   # three free failures, the fourth locks code login (test settings)
         requests.post(f"{stack.base_url}/api/login", json={"username": phone.username, "password": "0000000000"},
                       timeout=TIMEOUT)
 
     for device in (phone, tablet):
-        notices = eventually(lambda: polled(device)["notices"], lambda found: found)
+        notices = eventually(lambda: polled(device)["notices"], bool, timeout=10)
         assert [n["kind"] for n in notices] == ["account_locked"], notices
         assert notices[0]["context"]["consecutive_failures"] == 4 and notices[0]["context"]["ip"] == "127.0.0.1"
         assert poll(device)["notices"] == []   # once per device

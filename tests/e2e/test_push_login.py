@@ -11,6 +11,7 @@ import requests
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature, encode_dss_signature
 
 from clients.device import Device, GatewayError, answer_challenge, call, pending_challenges
+from harness.waiting import eventually
 from tests.conftest import TEST_ENV
 
 pytestmark = pytest.mark.e2e
@@ -53,15 +54,6 @@ def the_challenge(device, request, timeout=5.0):
                 return challenge
         time.sleep(0.05)
     raise AssertionError("the challenge never reached the device")
-
-
-def eventually(probe, expected, timeout=5.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if value == expected or time.monotonic() > deadline:
-            return value
-        time.sleep(0.05)
 
 
 def refusal(call_it):
