@@ -1,4 +1,4 @@
-"""mycepa-admin: the operator's command line over the gateway's admin API (DESIGN §4).
+"""mycepa-admin: the operator's command line over the gateway's admin API (architecture.md §4).
 
 It reads the same configuration as the services: the bearer token from
 MYCEPA_ADMIN_TOKEN, the gateway from MYCEPA_URL, else MYCEPA_PUBLIC_URL, else

@@ -1,6 +1,6 @@
 """mycepa-app: the reference OTP app, on the command line.
 
-It speaks only the public device protocol of DESIGN §4 (through clients/device.py), so it
+It speaks only the public device protocol of architecture.md §4 (through clients/device.py), so it
 is the model for the mobile apps: activate with an activation code or URI, show the
 10-digit code, and confirm push logins by polling (inbox, approve, deny, watch).
 

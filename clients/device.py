@@ -1,6 +1,6 @@
 """A device as the OTP app is one: an EC P-256 key pair, an activation, 10-digit codes.
 
-It speaks only the public device protocol of DESIGN §4, so tests, the demo and the
+It speaks only the public device protocol of architecture.md §4, so tests, the demo and the
 benchmark exercise the gateway exactly as a phone would.
 """
 import base64
@@ -91,7 +91,7 @@ def _poll_body(device, timestamp=None):
 
 def poll(device, timestamp=None):
     """{challenges, notices}: the login requests waiting for this device and the security
-    notices it has not been shown (each is shown once), signed as DESIGN §4 says."""
+    notices it has not been shown (each is shown once), signed as architecture.md §4 says."""
     _, answer = call(device.base_url, "POST", f"/api/devices/{device.device_id}/challenges",
                      _poll_body(device, timestamp))
     return answer
@@ -112,7 +112,7 @@ def answer_challenge(device, challenge, decision, number, fraud=False, device_id
 
 
 def update_push_token(device, push_token, timestamp=None):
-    """Tell the server the device's new push token, signed as DESIGN §4's other requests."""
+    """Tell the server the device's new push token, signed as architecture.md §4's other requests."""
     timestamp = int(time.time()) if timestamp is None else timestamp
     _, answer = call(device.base_url, "POST", f"/api/devices/{device.device_id}/push-token", {
         "push_token": push_token, "timestamp": timestamp,

@@ -1,4 +1,4 @@
-"""The device key contract of DESIGN §4: EC P-256 public keys in PEM, ECDSA/SHA-256 signatures.
+"""The device key contract of architecture.md §4: EC P-256 public keys in PEM, ECDSA/SHA-256 signatures.
 
 One place for parsing a device's public key and checking a device's signature, used by
 every service that meets them.

@@ -1,4 +1,4 @@
-"""The errors that cross service boundaries, and their public HTTP shape (DESIGN §4).
+"""The errors that cross service boundaries, and their public HTTP shape (architecture.md §4).
 
 Each error is registered with nameko's `deserialize_to_instance`, so an error raised in
 the otp service arrives in the gateway as the same class over RPC, and the gateway maps

@@ -1,4 +1,4 @@
-"""Every event of DESIGN §3: its name, its source service and its schema, defined once.
+"""Every event of architecture.md §3: its name, its source service and its schema, defined once.
 
 Producers build payloads with `build_event` (validated against the schema, so a producer
 cannot emit what consumers would refuse); consumers read them with `parse_event`
@@ -90,7 +90,7 @@ AccessDenied = _event(
     request_id=_request_id, challenge_id=_challenge_id, username=_username, device_id=_device_id,
     fraud=fields.Boolean(required=True),
     # user: the user tapped deny; wrong_number: the number picked was not the browser's
-    # (DESIGN §5: a wrong number denies, the user starts a new request).
+    # (architecture.md §5: a wrong number denies, the user starts a new request).
     reason=fields.String(load_default="user", validate=validate.OneOf(["user", "wrong_number"])),
 )
 LoginExpired = _event(

@@ -1,6 +1,6 @@
 """Repairs: actions that must happen although they just failed, retried until they do.
 
-A failure after a commit is repaired, never swallowed (DESIGN §6): a code accepted for a
+A failure after a commit is repaired, never swallowed (architecture.md §6): a code accepted for a
 login that then could not answer is released, and the release itself may meet the same
 dead database or broker. Each repair runs in its own greenthread with growing pauses
 until it succeeds or its time is up (after which it has no purpose: a code is only

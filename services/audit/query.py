@@ -11,7 +11,7 @@ from services.audit.storage import ALL, type_scope, user_scope
 # Timeline tickets one page may look at: a filter that matches rarely answers with a
 # cursor to go on from, never with a scan of the whole trail.
 SCAN_BUDGET = 2000
-# What "the user's own activity" shows (DESIGN §4): sign-ins, refusals, locks, device changes.
+# What "the user's own activity" shows (architecture.md §4): sign-ins, refusals, locks, device changes.
 ACTIVITY_TYPES = frozenset({"SessionStarted", "OtpRejected", "AccessDenied", "AccountLocked", "AccountUnlocked",
                             "DeviceActivated", "DeviceRevoked"})
 
@@ -79,7 +79,7 @@ def previous_login_of(storage, username, before):
 
 
 def view(entry):
-    """An entry as the API shows it (DESIGN §4)."""
+    """An entry as the API shows it (architecture.md §4)."""
     return {"event_id": entry["_id"], "type": entry["type"], "occurred_at": isoformat(entry["occurred_at"]),
             "username": entry.get("username"), "actor": entry.get("actor"), "device_id": entry.get("device_id"),
             "reason": entry.get("reason"), "source": entry.get("source"),

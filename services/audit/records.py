@@ -1,4 +1,4 @@
-"""What the audit trail keeps of an event: one record shape for every event of DESIGN §3.
+"""What the audit trail keeps of an event: one record shape for every event of architecture.md §3.
 
 `{event_id, type, occurred_at, username, actor, device_id, reason, source: {ip,
 user_agent}, details}`, where `reason` is the event's own word for what happened (a

@@ -1,4 +1,4 @@
-"""The audit service: every event of DESIGN §3, kept append-only and queryable.
+"""The audit service: every event of architecture.md §3, kept append-only and queryable.
 
 One durable queue bound to every event (shared/messaging.py `EventsConsumer`) feeds the
 trail; a redelivered event is stored once (its `event_id` is the entry's `_id`). The

@@ -37,7 +37,7 @@ class GatewaySettings(Settings):
     source_failure_window_seconds = fields.Integer(data_key="SOURCE_FAILURE_WINDOW_SECONDS", load_default=300,
                                                    validate=validate.Range(min=60, max=24 * 3600))
     trusted_proxies = Networks(data_key="TRUSTED_PROXIES", load_default=())
-    # How long a call to otp or push may take before the caller gets 503 (DESIGN: at most 5 s).
+    # How long a call to otp or push may take before the caller gets 503 (architecture.md §6: at most 5 s).
     rpc_timeout_seconds = fields.Float(data_key="RPC_TIMEOUT_SECONDS", load_default=4.0,
                                        validate=validate.Range(min=0.1, max=5.0))
     max_body_bytes = fields.Integer(data_key="MAX_BODY_BYTES", load_default=16 * 1024,

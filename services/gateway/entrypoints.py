@@ -1,7 +1,7 @@
 """The gateway's HTTP entrypoint: JSON in, JSON out, one error mapping for everything.
 
 `route(...)` declares a route once: the nameko HTTP entrypoint, and the entry the OpenAPI
-document is generated from. Every exception becomes the JSON error shape of DESIGN §4:
+document is generated from. Every exception becomes the JSON error shape of architecture.md §4:
 our own errors carry their status and code; werkzeug's (unknown path, wrong method,
 malformed request) keep their status; a dependency that is down is a 503; anything else
 is a logged 500 without details.
@@ -64,7 +64,7 @@ def error_response(exc):
         headers = {"Retry-After": str(int(exc.retry_after))} if exc.retry_after else None
         return json_response(exc.to_dict(), exc.status, headers)
     if isinstance(exc, HTTPException) and exc.code and exc.code < 500:
-        # 405 and 415 are not in DESIGN's list; they stay truthful statuses with a code
+        # 405 and 415 are not in architecture.md §4's list; they stay truthful statuses with a code
         # a client can branch on.
         code = _HTTP_ERROR_CODES.get(exc.code, "validation_error")
         response = json_response({"error": code, "message": exc.description or exc.name, "fields": {}}, exc.code)
@@ -89,7 +89,7 @@ def same_origin(request, public_host):
 
 class JsonWsgiApp(WsgiApp):
     """nameko's WSGI app, answering unrouted requests (404, 405) with JSON too, and
-    keeping DESIGN §5's rules for every response: nothing is cached unless a route says
+    keeping architecture.md §5's rules for every response: nothing is cached unless a route says
     so (an activation answer holds a TOTP secret), and a state-changing request from a
     foreign page is refused before any route sees it."""
 

@@ -1,4 +1,4 @@
-"""The gateway's HTTP request and response bodies (DESIGN §4); OpenAPI is generated from them."""
+"""The gateway's HTTP request and response bodies (architecture.md §4); OpenAPI is generated from them."""
 from marshmallow import Schema, ValidationError, fields, validate
 
 from shared.events import EVENT_TYPES

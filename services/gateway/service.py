@@ -174,7 +174,7 @@ class GatewayService:
     @route("POST", "/api/login/push", "'Stuur PUSH': ask the user's phone to confirm this login", "browser",
            responses={202: schemas.PushRequestCreated}, errors=(403, 404, 429, 503))
     def request_push(self, request):
-        # A locked code login does not stop push: the phone proves possession (DESIGN §5).
+        # A locked code login does not stop push: the phone proves possession (architecture.md §5).
         remembered, _, block = self._push_ready_user(request, also_ask=self.push.push_block)
         username = remembered["username"]
         if block["blocked"]:
@@ -343,7 +343,7 @@ class GatewayService:
                                                          update["signature"]))
 
     # -- admin -----------------------------------------------------------------------
-    # Every admin request is audited (DESIGN §4): refused ones, and allowed ones whose
+    # Every admin request is audited (architecture.md §4): refused ones, and allowed ones whose
     # own event does not carry the admin's name, as AdminAction (see `_admin`).
 
     @route("POST", "/api/admin/activations", "Create an activation code for a werkboeknummer", "admin",

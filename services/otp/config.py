@@ -20,7 +20,7 @@ class OtpSettings(Settings):
                                           validate=validate.Range(min=1, max=20))
     # Lockout of code login (services/otp/lockout.py): this many failures are free, then
     # each further one locks code login for lock_base * 2^k seconds, capped at 15 minutes
-    # (DESIGN §5), and hard_lock_failures in a row lock it until an admin unlocks it
+    # (architecture.md §5), and hard_lock_failures in a row lock it until an admin unlocks it
     # (at most 100, NIST 800-63B's ceiling).
     free_failures = fields.Integer(data_key="OTP_FREE_FAILURES", load_default=5,
                                    validate=validate.Range(min=0, max=50))

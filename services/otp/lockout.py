@@ -1,4 +1,4 @@
-"""The lockout policy of code login (DESIGN §5), in one place.
+"""The lockout policy of code login (architecture.md §5), in one place.
 
 Failed codes lock *code* login of an account, progressively: OTP_FREE_FAILURES failures
 are free, then each further failure locks for OTP_LOCK_BASE_SECONDS doubling, capped at

@@ -1,7 +1,7 @@
 """Login challenges: what a device is asked, and what it must sign to answer.
 
 The browser shows one two-digit number; the device shows three distinct ones and the
-user picks the same (or, with PUSH_NUMBER_ENTRY=type, no choices: the user types it). The device proves it holds its key by signing DESIGN §4's strings.
+user picks the same (or, with PUSH_NUMBER_ENTRY=type, no choices: the user types it). The device proves it holds its key by signing architecture.md §4's strings.
 """
 import base64
 import binascii

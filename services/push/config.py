@@ -5,7 +5,7 @@ from shared.config import Settings
 
 
 class PushSettings(Settings):
-    # How far a device's clock may be from ours when it signs a poll (DESIGN §4: ±60 s).
+    # How far a device's clock may be from ours when it signs a poll (architecture.md §4: ±60 s).
     poll_clock_skew_seconds = fields.Integer(data_key="PUSH_POLL_CLOCK_SKEW_SECONDS", load_default=60,
                                              validate=validate.Range(min=5, max=600))
     # How the user matches the browser's number on the phone: pick it among three

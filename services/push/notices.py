@@ -1,4 +1,4 @@
-"""Security notices for the user's devices (DESIGN §4): what happened to their account
+"""Security notices for the user's devices (architecture.md §4): what happened to their account
 that they should know of, told to every active device once.
 
 Each event below becomes a notice `{notice_id, kind, occurred_at, context}`: the

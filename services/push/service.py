@@ -274,7 +274,7 @@ class PushService:
 
 
 def _outcome_of(args, challenge):
-    """(outcome, reason) of an answer. A wrong number denies (DESIGN §5): a user who
+    """(outcome, reason) of an answer. A wrong number denies (architecture.md §5): a user who
     guesses among the choices, or taps through a push they did not ask for, cannot try
     again on the same request."""
     if args["decision"] == "deny":

@@ -207,7 +207,7 @@ def test_push_login_approved_from_inbox(cli):
     assert "No pending login request" in again.stderr
 
     # A number the phone offers but the browser does not show approves nothing: it denies
-    # the request (DESIGN §5), and the app says so.
+    # the request (architecture.md §5), and the app says so.
     assert browser.post(f"{cli.stack.base_url}/api/logout", timeout=10).status_code == 204
     request = push(cli, browser)
     inbox = cli.app("inbox", "--json", "--wait", "3", "--pin", PIN).stdout

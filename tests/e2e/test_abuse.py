@@ -1,4 +1,4 @@
-"""Abuse resistance end to end (DESIGN §5), on the real services, RabbitMQ and FerretDB:
+"""Abuse resistance end to end (architecture.md §5), on the real services, RabbitMQ and FerretDB:
 wrong codes lock code login only, one source over the failure limit is throttled and no
 other, and sessions end with the device that made them or when an admin says so.
 

@@ -1,4 +1,4 @@
-"""The audit trail end to end (DESIGN §3, §4, §6): real services, broker and database,
+"""The audit trail end to end (architecture.md §3, §4, §6): real services, broker and database,
 asked over HTTP as an administrator and as the user."""
 import secrets
 import time

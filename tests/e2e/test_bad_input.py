@@ -1,6 +1,6 @@
 """Bad input on every public endpoint, end to end over HTTP against the three real services.
 
-DESIGN §4: errors are `{"error", "message", "fields"}` with a fitting 4xx status, never a
+architecture.md §4: errors are `{"error", "message", "fields"}` with a fitting 4xx status, never a
 stack trace and never a 500 for bad input. Here every JSON-body endpoint gets malformed,
 mistyped, oversized, operator-laden and otherwise odd bodies; every path parameter odd
 values; every admin route a missing or wrong token (checked before the body is read);
@@ -42,7 +42,7 @@ def known_bug(reason):
 SERVER_LIMIT_BUG = known_bug("eventlet's own 414 / 400 for a request line or header over 8 KiB has an empty "
                              "body and no Content-Type, not the JSON error shape")
 
-# The error codes each status may carry (DESIGN §4; 405, 413 and 415 as the gateway maps them).
+# The error codes each status may carry (architecture.md §4; 405, 413 and 415 as the gateway maps them).
 ERROR_CODES = {400: {"validation_error"}, 401: {"unauthenticated", "invalid_credentials"}, 403: {"forbidden"},
                404: {"not_found"}, 405: {"method_not_allowed"}, 413: {"validation_error"},
                414: {"validation_error"}, 415: {"validation_error"}, 431: {"validation_error"}}

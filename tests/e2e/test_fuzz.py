@@ -4,7 +4,7 @@ The OpenAPI document the running gateway serves (`/openapi.json`) is the source 
 requests: schemathesis generates valid and invalid path parameters, bodies and
 credentials for each operation, and each answer must be no 5xx, a status the document
 lists for the operation, the content type it lists, and, for any error, JSON of
-DESIGN §4's shape `{"error": str, "message": str, "fields": {...}}`.
+architecture.md §4's shape `{"error": str, "message": str, "fields": {...}}`.
 
 Every operation is fuzzed as a stranger calls it (no credentials, or generated wrong
 ones); the admin routes again with the admin token; the browser routes again as a
@@ -42,7 +42,7 @@ SEED = 20240611
 
 
 def error_shape(ctx, response, case):
-    """An error answer is JSON of DESIGN §4's shape, whatever its status."""
+    """An error answer is JSON of architecture.md §4's shape, whatever its status."""
     if response.status_code < 400:
         return None
     content_type = (response.headers.get("content-type") or [""])[0]

@@ -132,7 +132,7 @@ def test_answers_that_prove_nothing_are_refused_and_leave_the_request_pending(st
 
 
 def test_a_wrong_number_denies_the_request(stack, make_user):
-    # DESIGN §5: a user who guesses among the choices, or taps through a push they did
+    # architecture.md §5: a user who guesses among the choices, or taps through a push they did
     # not ask for, gets no second try on the same request.
     device = make_user()
     browser = remembered_browser(stack, device)
@@ -228,7 +228,7 @@ def test_a_code_locked_account_still_gets_its_push(stack, make_user):
     locked = requests.post(f"{stack.base_url}/api/login",
                            json={"username": device.username, "password": device.code(step_offset=1)}, timeout=10)
     assert locked.status_code == 423
-    request = send_push(stack, browser)     # the phone proves possession (DESIGN §5)
+    request = send_push(stack, browser)     # the phone proves possession (architecture.md §5)
     answer_challenge(device, the_challenge(device, request), "approve", request["number"])
     assert eventually(lambda: status_of(stack, browser, request["request_id"]).json()["status"], "approved") \
         == "approved"

@@ -1,4 +1,4 @@
-"""Bounded storage (DESIGN §5): every collection of every service is purged of what
+"""Bounded storage (architecture.md §5): every collection of every service is purged of what
 expired, on the real MongoDB-wire server.
 
 Each test fills every collection of one service through that service's own storage

@@ -1,5 +1,5 @@
 """What the audit trail keeps of each event (services/audit/records.py): one record shape
-for all of DESIGN §3, with the source where a person acted and the actor where an admin
+for all of architecture.md §3, with the source where a person acted and the actor where an admin
 did, and nothing an event does not carry."""
 from datetime import datetime, timedelta, timezone
 
@@ -51,7 +51,7 @@ def test_every_event_becomes_one_record_shape(event_type):
     assert record["_id"] == event["event_id"] and record["type"] == event_type
     assert record["occurred_at"].tzinfo is not None
     assert record["username"] == PAYLOADS[event_type].get("username")
-    # Nothing the event does not carry, and never a key or a token (DESIGN §5).
+    # Nothing the event does not carry, and never a key or a token (architecture.md §5).
     assert "public_key" not in record["details"] and "push_token" not in record["details"]
     assert "number" not in record["details"]
 

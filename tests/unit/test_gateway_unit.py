@@ -280,7 +280,7 @@ def test_load_body_names_each_invalid_field():
 
 def test_load_body_refuses_deeply_nested_json_as_bad_input():
     # BUG (reported): json.loads raises RecursionError on deep nesting, which load_body
-    # does not catch; error_response then answers 500 for bad input (DESIGN §4 forbids it).
+    # does not catch; error_response then answers 500 for bad input (architecture.md §4 forbids it).
     raw = "[" * 5000 + "]" * 5000
     with pytest.raises(ValidationFailed):
         load_body(json_request(raw), schemas.LoginRequest, 16 * 1024)
@@ -295,7 +295,7 @@ def test_load_body_works_with_any_schema():
 
 # -- routes and the OpenAPI document ---------------------------------------------------------
 
-# (method, path) of DESIGN §4; routes not built yet are simply not in ROUTES.
+# (method, path) of architecture.md §4; routes not built yet are simply not in ROUTES.
 DESIGN_ROUTES = {
     ("GET", "/"), ("POST", "/api/login"), ("POST", "/api/remember"), ("DELETE", "/api/remember"),
     ("GET", "/api/login/push"), ("POST", "/api/login/push"), ("GET", "/api/login/push/{request_id}"),

@@ -149,7 +149,7 @@ def test_the_test_environment_policy():
 
 
 def test_the_production_defaults_are_the_documented_lockout():
-    # README / DESIGN §5: 5 free failures, then 30 s, 60 s, 120 s ... capped at 15
+    # README / architecture.md §5: 5 free failures, then 30 s, 60 s, 120 s ... capped at 15
     # minutes, and a hard lock at 100 consecutive failures (NIST 800-63B's ceiling).
     lockout = LockoutPolicy.from_settings(production_settings())
     waits = [lockout.wait_after(failures) for failures in range(1, 100)]

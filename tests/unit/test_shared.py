@@ -97,7 +97,7 @@ def otp_environ(**overrides):
 
 def test_otp_settings_defaults():
     settings = load_settings(OtpSettings, environ=otp_environ())
-    # DESIGN §5: a few free failures, waits capped at 15 minutes, a hard lock only at 100.
+    # architecture.md §5: a few free failures, waits capped at 15 minutes, a hard lock only at 100.
     assert (settings["free_failures"], settings["hard_lock_failures"], settings["activation_max_tries"]) == (5, 100, 5)
     assert (settings["lock_base_seconds"], settings["lock_max_seconds"]) == (30, 900)
     assert settings["issuer"] == "MyCepa"
@@ -135,7 +135,7 @@ def test_config_error_does_not_echo_a_key():
 
 
 def test_hard_lock_is_capped_at_100_failures():
-    # DESIGN §5: at most 100 consecutive failures before a hard lock.
+    # architecture.md §5: at most 100 consecutive failures before a hard lock.
     assert load_settings(OtpSettings, environ=otp_environ(OTP_HARD_LOCK_FAILURES="100"))["hard_lock_failures"] == 100
     with pytest.raises(ConfigError, match="OTP_HARD_LOCK_FAILURES"):
         load_settings(OtpSettings, environ=otp_environ(OTP_HARD_LOCK_FAILURES="101"))
@@ -411,7 +411,7 @@ def test_garbage_signatures_do_not_verify(device_key, signature):
 
 
 def test_a_signature_in_urlsafe_base64_does_not_verify(device_key):
-    # DESIGN §4: standard base64. Find a signature whose encodings differ, then send urlsafe.
+    # architecture.md §4: standard base64. Find a signature whose encodings differ, then send urlsafe.
     message = b"message"
     while True:
         raw = device_key.sign(message, ec.ECDSA(hashes.SHA256()))
