@@ -6,7 +6,8 @@ what the unit tests take from FakeOtpStorage (tests/unit/conftest.py) must hold 
 - a failure counted in an epoch a success or an unlock has ended does not bring the old
   count back;
 - the purge forgets the failures of a made-up username, and keeps a hard lock of an
-  account that exists (only an admin ends it).
+  account that exists (only an admin ends it);
+- FakeOtpStorage, which the unit tests stand on, answers a lockout story as this does.
 
 Each test has databases of its own (dropped with the session's).
 """
@@ -22,6 +23,7 @@ from shared.mongo import connect
 from services.otp.lockout import LockState
 from services.otp.storage import OtpStorage
 from tests.conftest import TEST_ENV
+from tests.unit.conftest import FakeOtpStorage
 
 pytestmark = pytest.mark.integration
 
@@ -154,3 +156,50 @@ def test_the_purge_keeps_a_hard_lock_whose_summary_a_burst_left_behind(otp):
     otp.purge_expired(now + timedelta(days=2), HARD_LOCK_FAILURES)
     assert ticket_ids(otp, user) == []
     assert otp.lock_state(user).failures == HARD_LOCK_FAILURES   # still hard-locked
+
+
+def test_a_forced_new_epoch_of_a_username_with_no_summary_writes_nothing(otp):
+    # An update without upsert: an unlock of a username never counted leaves no summary,
+    # and a failure counted after it counts in the epoch it read.
+    user, now = username(), utcnow()
+    clean = otp.lock_state(user)
+    assert otp.start_new_epoch(clean, force=True) is True
+    assert otp.db.lockouts.find_one({"_id": user}) is None and otp.lock_state(user) == clean
+    assert otp.count_failure(clean, now) == LockState(user, clean.epoch, 1, now)
+    assert otp.lock_state(user).failures == 1
+
+
+def lockout_story(storage, now):
+    """What `storage` answers along a late failure's story and an unlock of a username
+    never counted: (epoch, failures) pairs with each epoch named by when it first
+    appeared (epochs are random), and the booleans start_new_epoch returns."""
+    names = {}
+
+    def seen(state):
+        return names.setdefault((state.username, state.epoch), len(names)), state.failures
+
+    user, story = username(), []
+    state = storage.lock_state(user)
+    story.append(seen(state))
+    for _ in range(4):
+        state = storage.count_failure(state, now)
+        story.append(seen(state))
+    old = storage.lock_state(user)
+    story += [seen(old), storage.start_new_epoch(old), seen(storage.count_failure(old, now))]
+    current = storage.lock_state(user)
+    story += [seen(current), seen(storage.count_failure(current, now)), seen(storage.lock_state(user))]
+    story += [storage.start_new_epoch(storage.lock_state(user), force=True), seen(storage.lock_state(user))]
+    never = username()
+    clean = storage.lock_state(never)
+    story += [seen(clean), storage.start_new_epoch(clean, force=True), seen(storage.lock_state(never)),
+              seen(storage.count_failure(clean, now)), seen(storage.lock_state(never))]
+    return story
+
+
+def test_the_unit_layers_fake_answers_as_the_real_storage(otp):
+    # The unit tests stand on FakeOtpStorage (tests/unit/conftest.py): on the same story
+    # it must say what the real storage says, epoch guard included.
+    now = utcnow()
+    real = lockout_story(otp, now)
+    assert real[5:9] == [(0, 4), True, (1, 0), (1, 0)]     # the guard: the late failure changes nothing
+    assert lockout_story(FakeOtpStorage(), now) == real

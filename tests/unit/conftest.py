@@ -14,8 +14,7 @@ with `return_value` / `side_effect`, which then bypasses the fake for that metho
 import copy
 import os
 import secrets as stdlib_secrets
-from types import SimpleNamespace
-from unittest.mock import Mock
+from unittest.mock import Mock, patch
 
 import pytest
 from nameko.testing.services import worker_factory
@@ -23,8 +22,9 @@ from pymongo.errors import DuplicateKeyError
 
 from shared.config import load_settings
 from shared.repair import Repairs
+from services.otp import dependencies as otp_dependencies
 from services.otp.config import OtpSettings
-from services.otp.secrets import SecretBox
+from services.otp.dependencies import OtpConfig
 from services.otp.service import OtpService
 from services.otp.lockout import LockState
 from services.otp.storage import ACTIVE, REVOKED, OtpStorage
@@ -37,9 +37,17 @@ def otp_settings(**overrides):
 
 
 def otp_config(**overrides):
-    """What the OtpConfig dependency hands a worker: `.settings` and `.box`, both real."""
-    settings = otp_settings(**overrides)
-    return SimpleNamespace(settings=settings, box=SecretBox(settings["encryption_keys"]))
+    """What the OtpConfig dependency hands a worker, built by OtpConfig itself: its
+    settings loaded from the test environment with `overrides`, and whatever it builds
+    from them (the SecretBox, the LockoutPolicy...), so a worker here has every
+    attribute the service's `config` has. (OtpConfig.setup() loads os.environ once per
+    process; here its load_settings reads the overridden mapping instead, never cached.)"""
+    environ = {**os.environ, **{key: str(value) for key, value in overrides.items()}}
+    provider = OtpConfig()
+    with patch.object(otp_dependencies, "load_settings",
+                      lambda schema_cls: load_settings(schema_cls, environ=environ)):
+        provider.setup()
+    return provider.get_dependency(None)
 
 
 class FakeOtpStorage:
@@ -189,7 +197,10 @@ class FakeOtpStorage:
     def count_failure(self, state, now):
         failures = _next_ticket(self.failures, f"{state.username}#{state.epoch}", state.failures, now)
         summary = self.lockouts.setdefault(state.username, {"epoch": state.epoch, "failures": 0, "updated_at": now})
-        if summary["epoch"] != state.epoch:   # a newer epoch is not brought back by a late failure
+        if summary["epoch"] != state.epoch:
+            # OtpStorage's epoch guard: a failure counted in an epoch that a success or an
+            # unlock has ended keeps its ticket but does not touch the current epoch's
+            # summary, and the caller learns the current epoch's state.
             return self.lock_state(state.username)
         summary["failures"] = max(summary["failures"], failures)
         summary["updated_at"] = max(summary["updated_at"], now)
@@ -198,8 +209,9 @@ class FakeOtpStorage:
     def start_new_epoch(self, state, force=False):
         if not (force or state.failures):
             return False
-        self.lockouts.setdefault(state.username, {"updated_at": None}).update(
-            epoch=stdlib_secrets.token_hex(8), failures=0)
+        # An update without upsert, as OtpStorage's: no summary, nothing written.
+        if state.username in self.lockouts:
+            self.lockouts[state.username].update(epoch=stdlib_secrets.token_hex(8), failures=0)
         return True
 
 
@@ -228,7 +240,7 @@ def otp_storage():
 @pytest.fixture
 def make_otp_worker():
     """make_otp_worker(**setting_overrides) -> an OtpService worker with a recording fake
-    storage, mocked dispatcher and deadline, and a real config (settings and SecretBox)."""
+    storage, mocked dispatcher and deadline, and a real config (otp_config above)."""
 
     def make(**overrides):
         # Both dispatchers (confirmed lifecycle events, unconfirmed login outcomes) record

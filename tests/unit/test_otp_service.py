@@ -28,7 +28,7 @@ from shared.errors import (
     Expired, InvalidCredentials, Locked, NotFound, Unavailable, ValidationFailed,
 )
 from services.otp import activation_codes, secrets
-from services.otp.lockout import HARD_LOCKED, LockoutPolicy, LockState
+from services.otp.lockout import HARD_LOCKED, LockState
 from services.otp.service import ACTIVATION_USED, WRONG_ACTIVATION, WRONG_CODE
 from services.otp.storage import OtpStorage
 from tests.unit.conftest import FakeOtpStorage
@@ -36,19 +36,6 @@ from tests.unit.conftest import FakeOtpStorage
 USER = "W123456"
 # What lock_state reports for a username with no failure recorded.
 CLEAN = LockState(USER, "0", 0)
-
-
-@pytest.fixture
-def make_otp_worker(make_otp_worker):
-    """conftest's make_otp_worker, with the lockout policy the real OtpConfig builds from
-    the same settings (conftest's config has only `.settings` and `.box`)."""
-
-    def make(**overrides):
-        worker = make_otp_worker(**overrides)
-        worker.config.lockout = LockoutPolicy.from_settings(worker.config.settings)
-        return worker
-
-    return make
 
 
 # -- helpers -------------------------------------------------------------------------
@@ -149,6 +136,40 @@ def test_the_fake_storage_has_every_method_of_the_real_one_with_its_signature():
     for name, method in real.items():
         assert name in fake, name
         assert inspect.signature(fake[name]) == inspect.signature(method), name
+
+
+def test_the_fake_storage_keeps_the_epoch_guard_of_the_real_one():
+    # OtpStorage.count_failure's guard, on the fake the unit tests stand on: a failure
+    # counted against an epoch that a success has ended gets its ticket, but neither
+    # raises the current epoch's count nor is reported as the old epoch's count.
+    # (tests/integration/test_otp_lockout_storage.py runs this on the real storage.)
+    fake, now = FakeOtpStorage(), utcnow()
+    state = fake.lock_state(USER)
+    for _ in range(4):
+        state = fake.count_failure(state, now)
+    old = fake.lock_state(USER)
+    assert (old.failures, old.last_failure_at) == (4, now)
+
+    assert fake.start_new_epoch(old) is True                  # a success
+    current = fake.lock_state(USER)
+    assert current.epoch != old.epoch and current.failures == 0
+    late = fake.count_failure(old, now)                       # a guess that had read `old`
+
+    assert f"{USER}#{old.epoch}#5" in fake.failures           # the old epoch's 5th ticket
+    assert late == fake.lock_state(USER) == current           # told the current epoch's state
+    assert fake.lockouts[USER]["epoch"] == current.epoch and fake.lockouts[USER]["failures"] == 0
+    assert fake.count_failure(current, now).failures == 1     # the new epoch counts from one
+
+
+def test_the_fake_storage_starts_no_epoch_where_nothing_was_counted():
+    # OtpStorage.start_new_epoch updates the summary without upsert: a forced new epoch
+    # (an unlock) of a username with no summary writes nothing, and a failure counted
+    # after it still counts in the epoch it read.
+    fake, now = FakeOtpStorage(), utcnow()
+    assert fake.start_new_epoch(CLEAN) is False
+    assert fake.start_new_epoch(CLEAN, force=True) is True
+    assert fake.lockouts == {} and fake.lock_state(USER) == CLEAN
+    assert fake.count_failure(CLEAN, now) == LockState(USER, CLEAN.epoch, 1, now)
 
 
 # -- verify: success -----------------------------------------------------------------
