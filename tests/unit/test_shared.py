@@ -237,10 +237,16 @@ def test_parse_event_refuses_a_malformed_payload():
 def test_every_event_has_a_unique_name_and_a_known_source():
     names = [event.name for event in events.ALL_EVENTS]
     assert len(names) == len(set(names)) == 18
+    # Every event the module defines is listed: one left out of ALL_EVENTS would be
+    # missing from EVENT_TYPES, the audit trail's figures and `__all__`.
+    defined = {value for value in vars(events).values()
+               if isinstance(value, type) and issubclass(value, events.Event) and value is not events.Event}
+    assert defined == set(events.ALL_EVENTS)
     for event in events.ALL_EVENTS:
-        assert event.name == event.__name__
+        # Importable under the name it is sent under: `LoginExpired = _event("LoginExpird",
+        # ...)` would send a type no `events.LoginExpired` handler is bound to.
+        assert getattr(events, event.name, None) is event, event.name
         assert event.service in (events.OTP, events.PUSH, events.GATEWAY)
-        assert event.name in events.__all__
 
 
 def test_events_carry_no_secret_fields():
