@@ -81,7 +81,7 @@ class Stack:
         service = name.split("-")[0]
         env = env or self.env
         if service == "audit":   # as scripts/stack.sh starts it
-            env = {**env, "MAX_WORKERS": env.get("AUDIT_MAX_WORKERS", "4")}
+            env = {**env, "MAX_WORKERS": env.get("AUDIT_MAX_WORKERS", "64")}
         log = open(self.log_dir / f"{name}.log", "ab")
         self.processes[name] = subprocess.Popen(
             [sys.executable, "-m", "shared.run", "--config", "config/nameko.yaml", f"services.{service}.service"],

@@ -50,10 +50,8 @@ start_service() {  # start_service NAME INDEX
   if alive "$pidfile.stopping"; then
     say "$name-$index (pid $(cat "$pidfile.stopping")) is still stopping; starting its successor"
   fi
-  # The audit trail works in few workers: its writes (about 8 per event) compete with
-  # logins for the database, and a backlog after a burst may drain slowly, not loudly.
   local workers=${MAX_WORKERS:-64}
-  [ "$name" = audit ] && workers=${AUDIT_MAX_WORKERS:-4}
+  [ "$name" = audit ] && workers=${AUDIT_MAX_WORKERS:-64}
   MAX_WORKERS=$workers nohup "$VENV/bin/python" -m shared.run --config config/nameko.yaml --pidfile "$pidfile" \
     "services.$name.service" >> "$LOGS/$name-$index.log" 2>&1 &
   echo $! > "$pidfile"

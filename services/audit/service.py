@@ -54,7 +54,7 @@ class AuditService:
             log.error("dropping malformed %s event: %s", event_type, sorted(error.messages))
             return
         try:
-            self.storage.append(record)
+            self.storage.writes.add(record)   # with what other workers record meanwhile
         except (InvalidDocument, UnicodeEncodeError) as error:
             log.error("dropping %s event the database cannot store: %s", event_type, type(error).__name__)
 

@@ -18,8 +18,10 @@ among a hundred.
 from collections import OrderedDict
 from datetime import timedelta
 
-from pymongo.errors import DuplicateKeyError
+from pymongo import UpdateOne
+from pymongo.errors import BulkWriteError
 
+from shared.batching import GroupCommit
 from shared.mongo import ASCENDING, IndexModel, Storage
 
 ALL = "all"
@@ -28,12 +30,19 @@ ALL = "all"
 HINTS_KEPT = 50_000
 
 
+DUPLICATE_KEY = 11000
+
+
 def user_scope(username):
     return f"user:{username}"
 
 
 def type_scope(event_type):
     return f"type:{event_type}"
+
+
+def _scopes_of(record):
+    return [ALL, type_scope(record["type"])] + ([user_scope(record["username"])] if record["username"] else [])
 
 
 class AuditStorage(Storage):
@@ -47,36 +56,93 @@ class AuditStorage(Storage):
     def __init__(self, database):
         super().__init__(database)
         self.hints = OrderedDict()
+        # The service's workers append through this: concurrent records share commands.
+        self.writes = GroupCommit(self.append_many)
 
     # -- writing -----------------------------------------------------------------------
 
     def append(self, record):
         """Store an event's record once and append it to its timelines; True when this
         call stored it, False when an earlier delivery had (finishing what it left undone)."""
-        scopes = [ALL, type_scope(record["type"])] + ([user_scope(record["username"])] if record["username"] else [])
-        try:
-            self.db.entries.insert_one({**record, "placed": []})
-            placed, new = [], True
-        except DuplicateKeyError:
-            placed, new = self.db.entries.find_one({"_id": record["_id"]}, projection={"placed": 1})["placed"], False
-        missing = [scope for scope in scopes if scope not in placed]
-        for scope in missing:
-            self._add_to_timeline(scope, record)
-        if missing:
-            self.db.entries.update_one({"_id": record["_id"]}, {"$set": {"placed": scopes}})
-        return new
+        return self.append_many([record])[0]
 
-    def _add_to_timeline(self, scope, record):
-        after = self.hints.get(scope)
-        if after is None:
-            after = self._head(scope)
-        number = self.take_ticket("timeline", scope, after=after, event_id=record["_id"], type=record["type"],
-                                  occurred_at=record["occurred_at"])
-        self.db.heads.update_one({"_id": scope}, {"$max": {"last": number}}, upsert=True)
-        self.hints[scope] = number
-        self.hints.move_to_end(scope)
-        if len(self.hints) > HINTS_KEPT:
-            self.hints.popitem(last=False)
+    def append_many(self, records):
+        """`append` for many records in a few commands, whatever their number: the entries
+        in one insert, the tickets of every timeline in one, the heads and the `placed`
+        marks in one bulk write each (the audit service writes its trail in batches,
+        shared/batching.py). One result per record, as `append` gives."""
+        unique = list({record["_id"]: record for record in records}.values())
+        fresh = self._insert_new([{**record, "placed": []} for record in unique], "entries")
+        placed = {record["_id"]: [] if record["_id"] in fresh else
+                  self.db.entries.find_one({"_id": record["_id"]}, projection={"placed": 1})["placed"]
+                  for record in unique}
+        tickets, done = [], {}
+        for record in unique:
+            scopes = _scopes_of(record)
+            missing = [scope for scope in scopes if scope not in placed[record["_id"]]]
+            tickets += [(scope, record) for scope in missing]
+            if missing:
+                done[record["_id"]] = scopes
+        self._add_to_timelines(tickets)
+        if done:
+            self.db.entries.bulk_write([UpdateOne({"_id": event_id}, {"$set": {"placed": scopes}})
+                                        for event_id, scopes in done.items()], ordered=False)
+        return [record["_id"] in fresh for record in records]
+
+    def _insert_new(self, documents, collection):
+        """Insert what is new among `documents`: the `_id`s this call inserted."""
+        try:
+            self.db[collection].insert_many(documents, ordered=False)
+            return {document["_id"] for document in documents}
+        except BulkWriteError as error:
+            errors = error.details.get("writeErrors", [])
+            if any(failure.get("code") != DUPLICATE_KEY for failure in errors):
+                raise
+            taken = {documents[failure["index"]]["_id"] for failure in errors}
+            return {document["_id"] for document in documents} - taken
+
+    def _add_to_timelines(self, tickets):
+        """Number each (scope, record) in its scope's timeline: the next numbers after
+        the scope's last, taken by unique inserts, so a number another writer took first
+        is simply taken again higher up."""
+        while tickets:
+            numbered, last = [], {}
+            for scope, record in tickets:
+                if scope not in last:
+                    last[scope] = self.hints.get(scope) or self._last_written(scope)
+                last[scope] += 1
+                numbered.append((scope, last[scope], record))
+            fresh = self._insert_new([{"_id": f"{scope}#{number}", "event_id": record["_id"],
+                                       "type": record["type"], "occurred_at": record["occurred_at"]}
+                                      for scope, number, record in numbered], "timeline")
+            heads = {}
+            for scope, number, _ in numbered:
+                self.hints[scope] = max(number, self.hints.get(scope, 0))
+                self.hints.move_to_end(scope)
+                if f"{scope}#{number}" in fresh:
+                    heads[scope] = max(number, heads.get(scope, 0))
+            while len(self.hints) > HINTS_KEPT:
+                self.hints.popitem(last=False)
+            if heads:
+                self._raise_heads(heads)
+            tickets = [(scope, record) for scope, number, record in numbered if f"{scope}#{number}" not in fresh]
+
+    def _raise_heads(self, heads):
+        requests = [UpdateOne({"_id": scope}, {"$max": {"last": number}}, upsert=True)
+                    for scope, number in heads.items()]
+        try:
+            self.db.heads.bulk_write(requests, ordered=False)
+        except BulkWriteError as error:   # two first upserts of one head raced: once more
+            if any(failure.get("code") != DUPLICATE_KEY for failure in error.details.get("writeErrors", [])):
+                raise
+            self.db.heads.bulk_write([requests[failure["index"]] for failure in error.details["writeErrors"]],
+                                     ordered=False)
+
+    def _last_written(self, scope):
+        # Not the walk of `_head`: a number taken past the head only makes an insert
+        # collide, and the collision moves the writer on.
+        head = self.db.heads.find_one({"_id": scope})
+        return head["last"] if head else 0
 
     def _head(self, scope):
         """The last number of a scope: the head, and the tickets a racing writer took past it."""

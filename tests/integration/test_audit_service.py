@@ -11,6 +11,8 @@ from shared import events
 from shared.clock import utcnow
 from services.audit.service import AuditService
 from services.audit.storage import AuditStorage
+from shared.mongo import MongoStorage
+from harness.waiting import eventually
 from tests.conftest import service_db
 
 pytestmark = pytest.mark.integration
@@ -148,3 +150,26 @@ def test_entries_past_the_retention_go(audit):
     assert storage.purge_expired(utcnow() + timedelta(days=401), 400) >= 1 + 3   # entry + its tickets
     assert db.entries.count_documents({"username": username}) == 0
     assert call(container, "query", username=username)["events"] == []
+
+
+def test_events_arriving_together_are_written_together_each_once_and_in_order(audit):
+    """200 events dispatched at once reach the trail in batches (the trail's group commit,
+    a few commands per batch instead of about eight per event), every one of them once,
+    in its user's timeline in the order they were sent."""
+    container, _, db = audit
+    storage = next(d for d in container.dependencies if isinstance(d, MongoStorage)).storage
+    batches = []
+    write_many = storage.writes.write_many
+    storage.writes.write_many = lambda records: batches.append(len(records)) or write_many(records)
+    usernames = [a_user() for _ in range(20)]
+    sent = [events.build_event(events.OtpRejected, username=usernames[n % 20], reason="invalid",
+                               consecutive_failures=n // 20 + 1, source=SOURCE) for n in range(200)]
+    dispatch = event_dispatcher(container.config)
+    for payload in sent:
+        dispatch("otp", "OtpRejected", payload)
+    eventually(lambda: db.entries.count_documents({"_id": {"$in": [p["event_id"] for p in sent]}}),
+               lambda stored: stored == 200, timeout=30)
+    assert sum(batches) == 200 and len(batches) < 100, batches
+    for username in usernames:
+        page = call(container, "query", username=username, limit=50)
+        assert [entry["details"]["consecutive_failures"] for entry in page["events"]] == list(range(10, 0, -1))

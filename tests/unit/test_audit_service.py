@@ -12,7 +12,7 @@ def test_an_event_is_appended_as_its_record():
     payload = events.build_event(events.OtpRejected, username="W1", reason="replayed", consecutive_failures=2,
                                  source={"ip": "203.0.113.7", "user_agent": "x"})
     worker.record("OtpRejected", payload)
-    (record,), _ = worker.storage.append.call_args
+    (record,), _ = worker.storage.writes.add.call_args
     assert (record["_id"], record["type"], record["reason"]) == (payload["event_id"], "OtpRejected", "replayed")
 
 
@@ -21,7 +21,7 @@ def test_a_malformed_or_unknown_event_is_dropped_and_logged_not_requeued(caplog)
     with caplog.at_level(logging.ERROR):
         worker.record("OtpRejected", {"username": "W1"})
         worker.record("NoSuchEvent", {})
-    worker.storage.append.assert_not_called()
+    worker.storage.writes.add.assert_not_called()
     assert len([r for r in caplog.records if "dropping malformed" in r.getMessage()]) == 2
 
 
