@@ -6,6 +6,7 @@ from nameko.testing.services import entrypoint_waiter
 
 from shared import events
 from services.push.service import PushService
+from services.push.storage import PushStorage
 from tests.conftest import service_db
 
 pytestmark = pytest.mark.integration
@@ -36,14 +37,19 @@ def activated(device_id, username="W5000001"):
 
 
 def test_an_activated_device_is_registered_once_however_often_the_event_arrives(push, emit, mongo_client):
-    devices = service_db(mongo_client, "push").devices
-    for _ in range(3):   # a redelivered event changes nothing twice
+    # A username of this test alone: its device list holds only what this test sent.
+    registry, user = PushStorage(service_db(mongo_client, "push")), "W5000011"
+    with entrypoint_waiter(push, "on_device_activated"):
+        emit(events.DeviceActivated, **activated("dev_int_1", user))
+    first = registry.find_device("dev_int_1")
+    for _ in range(2):   # redelivered: the registry and the user's device list stay as they were
         with entrypoint_waiter(push, "on_device_activated"):
-            emit(events.DeviceActivated, **activated("dev_int_1"))
-    stored = list(devices.find({"_id": "dev_int_1"}))
-    assert len(stored) == 1
-    assert stored[0]["status"] == "active" and stored[0]["push_token"] == "a" * 64
-    assert stored[0]["username"] == "W5000001"
+            emit(events.DeviceActivated, **activated("dev_int_1", user))
+
+    # What a notice is sent to and a poll is checked against: the device, once.
+    assert [device["_id"] for device in registry.active_devices(user)] == ["dev_int_1"]
+    assert registry.find_device("dev_int_1") == first          # not written again
+    assert first["status"] == "active" and first["push_token"] == "a" * 64 and first["username"] == user
 
 
 def test_a_revocation_that_overtakes_the_activation_wins(push, emit, mongo_client):
