@@ -12,3 +12,8 @@ def utcnow():
 
 def isoformat(moment):
     return moment.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def parse_time(text):
+    """The aware datetime of an `isoformat` text."""
+    return datetime.fromisoformat(text)

@@ -63,7 +63,7 @@ _source = fields.Nested(Source, load_default=None, allow_none=True)
 _actor = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=64))
 
 LoginRequested = _event(
-    "LoginRequested", GATEWAY,
+    "LoginRequested", PUSH,
     request_id=_request_id, username=_username,
     number=fields.String(required=True, validate=validate.Regexp(r"^\d{2}$")),
     context=fields.Nested(BrowserContext, required=True),

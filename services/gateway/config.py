@@ -44,13 +44,6 @@ class GatewaySettings(Settings):
                                     validate=validate.Range(min=1024, max=1024 * 1024))
     remember_ttl_seconds = fields.Integer(data_key="REMEMBER_TTL_SECONDS", load_default=180 * 24 * 3600,
                                           validate=validate.Range(min=3600, max=400 * 24 * 3600))
-    push_request_ttl_seconds = fields.Integer(data_key="PUSH_REQUEST_TTL_SECONDS", load_default=120,
-                                              validate=validate.Range(min=2, max=600))
-    # Against push bombing: at most this many push requests per user per window.
-    push_rate_limit = fields.Integer(data_key="PUSH_RATE_LIMIT", load_default=3,
-                                     validate=validate.Range(min=1, max=100))
-    push_rate_window_seconds = fields.Integer(data_key="PUSH_RATE_WINDOW_SECONDS", load_default=300,
-                                              validate=validate.Range(min=10, max=24 * 3600))
     # Browsers waiting at once for a push login's answer (GET /api/login/push/{id}?wait=);
     # they wait outside the workers, and above this a status request answers at once.
     long_poll_max = fields.Integer(data_key="LONG_POLL_MAX", load_default=1000,

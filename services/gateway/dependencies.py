@@ -1,5 +1,6 @@
 """DependencyProviders (and the shared extension of waiting browsers) of the gateway."""
 import logging
+from collections import OrderedDict
 
 import eventlet
 import eventlet.event
@@ -125,8 +126,13 @@ class LoginWaiters(SharedExtension):
     on graceful stop all are woken to answer with what they have.
     """
 
+    # Answers heard lately (request id -> {status, device_id}), for a browser that asks
+    # after the broadcast: at most this many, the oldest forgotten first.
+    OUTCOMES_KEPT = 50_000
+
     def setup(self):
         self.waiting = {}
+        self.outcomes = OrderedDict()
         self.slots = eventlet.semaphore.Semaphore(load_settings(GatewaySettings)["long_poll_max"])
         self.stopping = False
 
@@ -157,6 +163,16 @@ class LoginWaiters(SharedExtension):
     def wake(self, request_id):
         for event in self.waiting.pop(request_id, ()):
             event.send(True)
+
+    def settle(self, request_id, outcome):
+        """A push login's answer, heard: kept, and its waiting browsers woken."""
+        self.outcomes[request_id] = outcome
+        while len(self.outcomes) > self.OUTCOMES_KEPT:
+            self.outcomes.popitem(last=False)
+        self.wake(request_id)
+
+    def outcome(self, request_id):
+        return self.outcomes.get(request_id)
 
     def wake_all(self):
         self.stopping = True

@@ -2,7 +2,6 @@
 import hmac
 import logging
 import re
-import secrets
 import time
 import uuid
 from contextlib import contextmanager
@@ -16,10 +15,10 @@ from nameko.timer import timer
 from werkzeug.wrappers import Response
 
 from shared import events
-from shared.clock import isoformat, utcnow
+from shared.clock import isoformat, parse_time, utcnow
 from shared.config import SettingsProvider
 from shared.errors import (
-    Conflict, Forbidden, InvalidCredentials, Locked, MycepaError, NotFound, TooManyRequests, Unauthenticated,
+    Conflict, InvalidCredentials, Locked, MycepaError, NotFound, TooManyRequests, Unauthenticated,
     Unavailable, ValidationFailed, unavailable_from,
 )
 from shared.fields import ACTIVATION_CODE_PATTERN, USERNAME_PATTERN
@@ -32,7 +31,8 @@ from services.gateway.dependencies import Announcer, BrokerCheck, ServiceRpc, Wa
 from services.gateway.entrypoints import ROUTES, json_response, load_body, route
 from services.gateway.openapi import build_spec
 from services.gateway.sources import source_address
-from services.gateway.storage import GatewayStorage, token_hash
+from services.gateway.bindings import binding_of, bound_request
+from services.gateway.storage import GatewayStorage
 
 log = logging.getLogger(__name__)
 
@@ -168,37 +168,33 @@ class GatewayService:
     @route("GET", "/api/login/push", "The saved username of this browser", "browser",
            responses={200: schemas.RememberedUser}, errors=(404, 503))
     def remembered_user(self, request):
-        remembered, _, _ = self._push_ready_user(request)
+        remembered = self._remembered(request)
+        if remembered is None:
+            raise NotFound("This browser has no saved username")
+        if self.push.push_state(remembered["username"])["active_devices"] == 0:
+            self._forget_unreachable(request)
         return json_response({"username": remembered["username"]})
 
     @route("POST", "/api/login/push", "'Stuur PUSH': ask the user's phone to confirm this login", "browser",
            responses={202: schemas.PushRequestCreated}, errors=(403, 404, 429, 503))
     def request_push(self, request):
-        # A locked code login does not stop push: the phone proves possession (architecture.md §5).
-        remembered, _, block = self._push_ready_user(request, also_ask=self.push.push_block)
-        username = remembered["username"]
-        if block["blocked"]:
-            raise Forbidden("Push login is blocked for this account after a reported fraud attempt; "
-                            "log in with a code or ask an administrator")
-        now = utcnow()
-        retry_after = self.storage.admit_push_request(username, now, self.config["push_rate_limit"],
-                                                      self.config["push_rate_window_seconds"])
-        if retry_after:
-            raise TooManyRequests(f"Too many push requests; try again in {retry_after} seconds",
-                                  retry_after=retry_after)
-        request_id = f"lr_{uuid.uuid4().hex}"
-        number = f"{10 + secrets.randbelow(90)}"
-        expires_at = now + timedelta(seconds=self.config["push_request_ttl_seconds"])
-        browser_token = secrets.token_urlsafe(32)
-        self.storage.add_login_request(request_id, username, number, browser_token, now, expires_at)
-        events.dispatch_event(self.dispatch, events.LoginRequested, request_id=request_id, username=username,
-                              number=number, expires_at=expires_at,
-                              context={**self._source(request), "requested_at": now})
+        """The push service owns the request (its device, fraud block, limit, number and
+        expiry: architecture.md §2); this browser gets the binding that alone may learn
+        its outcome. A locked code login does not stop push: the phone proves possession
+        (architecture.md §5)."""
+        remembered = self._remembered(request)
+        if remembered is None:
+            raise NotFound("This browser has no saved username")
+        try:
+            created = self.push.request_login(remembered["username"], self._source(request))
+        except NotFound:
+            self._forget_unreachable(request)
         metrics.LOGINS.labels("push", "requested").inc()
-        response = json_response({"request_id": request_id, "number": number, "expires_at": isoformat(expires_at)},
-                                 202)
+        response = json_response(created, 202)
+        expires_at = parse_time(created["expires_at"])
+        binding = binding_of(self.storage.binding_key(), created["request_id"], remembered["username"], expires_at)
         # Outlives the request, so the browser can still learn that it expired.
-        self._set_cookie(response, PUSH_COOKIE, browser_token, self.config["push_request_ttl_seconds"] + 600)
+        self._set_cookie(response, PUSH_COOKIE, binding, int((expires_at - utcnow()).total_seconds()) + 600)
         return response
 
     @route("GET", "/api/login/push/{request_id}", "The state of a push login (`?wait=` seconds to wait for "
@@ -206,85 +202,51 @@ class GatewayService:
            responses={200: schemas.PushRequestStatus}, errors=(400, 404, 503), long_poll=True)
     def push_status(self, request, request_id):
         wait = _wait_seconds(request)
-        login_request = self._bound_login_request(request, request_id)
-        status = _status_of(login_request)
-        response = json_response({"status": status})
-        now = utcnow()
-        if status == "pending":
+        binding = bound_request(self.storage.binding_key(), self._cookie_of(request, PUSH_COOKIE), request_id)
+        if binding is None:
+            # Someone else's request id looks exactly like an unknown one.
+            raise NotFound("No such login request for this browser")
+        # An answer this instance heard (every instance hears them), else push's word.
+        outcome = (self.waiters.outcome(request_id)
+                   or self.push.login_status(binding["username"], request_id))
+        response = json_response({"status": outcome["status"]})
+        if outcome["status"] == "pending":
             if wait:
                 # Wait (outside this worker, entrypoints.LongPoll) for the answer's
                 # broadcast, at most `wait` seconds and not past the request's expiry.
-                until_expiry = (login_request["expires_at"] - now).total_seconds() + 0.05
+                until_expiry = (binding["expires_at"] - utcnow()).total_seconds() + 0.05
                 response.wait_for = (request_id, time.monotonic() + min(wait, until_expiry))
             return response
-        if status == "approved" and self.storage.claim_session_for(request_id, now):
-            self._start_session(response, login_request["username"], "push", login_request.get("device_id"),
-                                self._source(request))
+        if outcome["status"] == "approved" and self.storage.claim_session_for(request_id, utcnow()):
+            self._start_session(response, binding["username"], "push", outcome["device_id"], self._source(request))
             self._delete_cookie(response, PUSH_COOKIE)
             metrics.LOGINS.labels("push", "ok").inc()
         return response
 
-    def _bound_login_request(self, request, request_id):
-        login_request = self.storage.find_login_request(request_id) if len(request_id) <= 64 else None
-        browser_token = self._cookie_of(request, PUSH_COOKIE)
-        # Someone else's request id looks exactly like an unknown one.
-        if (login_request is None or not browser_token or
-                not hmac.compare_digest(login_request["browser"], token_hash(browser_token))):
-            raise NotFound("No such login request for this browser")
-        return login_request
-
-    @events.handles(events.AccessConfirmed, requeue_on_error=True)
-    def on_access_confirmed(self, payload):
-        self._settle(events.AccessConfirmed, payload, "approved")
-
-    @events.handles(events.AccessDenied, requeue_on_error=True)
-    def on_access_denied(self, payload):
-        self._settle(events.AccessDenied, payload, "denied")
-
-    @events.handles(events.LoginExpired, requeue_on_error=True)
-    def on_login_expired(self, payload):
-        self._settle(events.LoginExpired, payload, "expired")
-
-    # Every instance also hears the answers (broadcast, not durable), to wake its waiting
-    # browsers at once; the handlers above are the durable record.
+    # Every instance hears the answers (broadcast, not durable) and keeps them a while:
+    # a browser waiting here is woken at once, and one asking later is answered without
+    # asking push. Push keeps the outcome; a missed broadcast only means push is asked.
     @events.handles(events.AccessConfirmed, handler_type=BROADCAST, reliable_delivery=False)
-    def wake_on_access_confirmed(self, payload):
-        self._settle(events.AccessConfirmed, payload, "approved", wake=True)
+    def hear_access_confirmed(self, payload):
+        self._hear(events.AccessConfirmed, payload, "approved")
 
     @events.handles(events.AccessDenied, handler_type=BROADCAST, reliable_delivery=False)
-    def wake_on_access_denied(self, payload):
-        self._settle(events.AccessDenied, payload, "denied", wake=True)
+    def hear_access_denied(self, payload):
+        self._hear(events.AccessDenied, payload, "denied")
 
     @events.handles(events.LoginExpired, handler_type=BROADCAST, reliable_delivery=False)
-    def wake_on_login_expired(self, payload):
-        self._settle(events.LoginExpired, payload, "expired", wake=True)
+    def hear_login_expired(self, payload):
+        self._hear(events.LoginExpired, payload, "expired")
 
-    def _settle(self, event_cls, payload, status, wake=False):
-        try:
-            event = events.parse_event(event_cls, payload)
-        except events.ValidationError:
-            log.error("dropping malformed %s event", event_cls.name)
-            return
-        if wake and event["request_id"] not in self.waiters.waiting:
-            return  # nobody waits here: the durable handler records it
-        self.storage.settle_login_request(event["request_id"], status, event.get("device_id"), utcnow())
-        if wake:
-            self.waiters.wake(event["request_id"])
+    def _hear(self, event_cls, payload, status):
+        event = _parse(event_cls, payload)
+        if event is not None:
+            self.waiters.settle(event["request_id"], {"status": status, "device_id": event.get("device_id")})
 
-    def _push_ready_user(self, request, also_ask=None):
-        """(remembered, account state, answer of `also_ask`) for the browser's saved user,
-        if a push can reach them; the saved username is forgotten when the user has no
-        device left. otp and `also_ask` are independent, so they are asked at once."""
-        remembered = self._remembered(request)
-        if remembered is None:
-            raise NotFound("This browser has no saved username")
-        username = remembered["username"]
-        calls = [self.otp.account_state] + ([also_ask] if also_ask else [])
-        state, *also = eventlet.GreenPool(len(calls)).imap(lambda call: call(username), calls)
-        if state["active_devices"] == 0:
-            self.storage.forget(self._cookie_of(request, REMEMBER_COOKIE))
-            raise NotFound("The saved user has no active device any more; log in with a code")
-        return remembered, state, (also[0] if also else None)
+    def _forget_unreachable(self, request):
+        """The saved user has no active device: this browser forgets them (404)."""
+        self.storage.forget(self._cookie_of(request, REMEMBER_COOKIE))
+        raise NotFound("The saved user has no active device any more; log in with a code")
 
     # -- sessions that end when they should -------------------------------------------
 
@@ -657,10 +619,3 @@ def _wait_seconds(request):
     if not re.fullmatch(r"[0-9]{1,2}", raw) or int(raw) > 25:
         raise ValidationFailed("Invalid request", fields={"wait": ["must be a whole number of seconds, 0 to 25"]})
     return int(raw)
-
-
-def _status_of(login_request):
-    status = login_request["status"]
-    if status == "pending" and login_request["expires_at"] <= utcnow():
-        return "expired"
-    return status

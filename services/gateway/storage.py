@@ -1,8 +1,8 @@
-"""The gateway's own database: sessions, remembered browsers, push login requests, the
-failed logins counted per source address, and the named admin credentials.
+"""The gateway's own database: sessions, remembered browsers, the session handed out per
+approved push login, the failed logins counted per source address, the named admin
+credentials and the key that signs browser bindings (push owns the push login itself).
 
-Tokens (session, remember, the browser binding of a login request) are random and
-stored only as SHA-256 hashes. Hot reads are by `_id` alone (see shared/mongo.py); the
+Tokens (session, remember) are random and stored only as SHA-256 hashes. Hot reads are by `_id` alone (see shared/mongo.py); the
 rare ones that find a user's or a device's sessions (a revocation, an admin ending them)
 filter on indexed fields, which MongoDB serves from its indexes and FerretDB by a scan.
 Every collection is purged of what expired (`purge_expired`).
@@ -31,12 +31,14 @@ class GatewayStorage(Storage):
         "sessions": [IndexModel([("expires_at", ASCENDING)]), IndexModel([("username", ASCENDING)]),
                      IndexModel([("device_id", ASCENDING)])],
         "remembered": [IndexModel([("expires_at", ASCENDING)]), IndexModel([("username", ASCENDING)])],
-        "login_requests": [IndexModel([("expires_at", ASCENDING)])],
-        "push_requests": [IndexModel([("at", ASCENDING)])],
         "request_sessions": [IndexModel([("at", ASCENDING)])],
         "source_failures": [IndexModel([("at", ASCENDING)])],
         "sources": [IndexModel([("updated_at", ASCENDING)])],
     }
+
+    def __init__(self, database):
+        super().__init__(database)
+        self._binding_key = None
 
     def _issue(self, collection, now, expires_at, **fields):
         token = secrets.token_urlsafe(32)
@@ -171,59 +173,30 @@ class GatewayStorage(Storage):
 
     # -- push login requests -----------------------------------------------------------
 
-    def admit_push_request(self, username, now, limit, window_seconds):
-        """0 when a push request of `username` is within `limit` in any window of
-        `window_seconds` (sliding: no burst across a window's edge), else the seconds
-        until one is.
+    # -- push login: the browser's binding (services/gateway/bindings.py) ---------------
 
-        Requests are numbered exactly by tickets `username#n` (each with its time); the
-        n-th is admitted when the (n - limit)-th is older than the window. A refused
-        request takes no ticket, so a flood costs the flooder reads, not writes.
-        """
-        summary = self.db.push_requests.find_one({"_id": username}) or {"last": 0}
-        next_number = summary["last"] + 1
-        while self.has_ticket("push_requests", username, next_number):   # the summary may lag
-            next_number += 1
-        oldest = self.db.push_requests.find_one({"_id": f"{username}#{next_number - limit}"})
-        if oldest is not None and (now - oldest["at"]).total_seconds() < window_seconds:
-            return max(1, math.ceil(window_seconds - (now - oldest["at"]).total_seconds()))
-        number = self.take_ticket("push_requests", username, after=next_number - 1, at=now)
-        self.db.push_requests.update_one({"_id": username}, {"$max": {"last": number}, "$set": {"at": now}},
-                                         upsert=True)
-        return 0
-
-    def add_login_request(self, request_id, username, number, browser_token, now, expires_at):
-        self.db.login_requests.insert_one({
-            "_id": request_id, "username": username, "number": number, "browser": token_hash(browser_token),
-            "status": "pending", "created_at": now, "expires_at": expires_at})
-
-    def find_login_request(self, request_id):
-        return self.db.login_requests.find_one({"_id": request_id})
-
-    def settle_login_request(self, request_id, status, device_id, now):
-        """pending -> approved | denied | expired, with the device that answered; a
-        settled request stays as it is."""
-        request = self.find_login_request(request_id)
-        if request and request["status"] == "pending":
-            self.db.login_requests.update_one({"_id": request_id}, {"$set": {
-                "status": status, "device_id": device_id, "settled_at": now}})
+    def binding_key(self):
+        """The key that signs browser bindings: made once, by whichever instance is first,
+        and the same for all (a browser may ask any instance)."""
+        if self._binding_key is None:
+            self.claim("keys", "push_binding", secret=secrets.token_hex(32))
+            self._binding_key = bytes.fromhex(self.db.keys.find_one({"_id": "push_binding"})["secret"])
+        return self._binding_key
 
     def claim_session_for(self, request_id, now):
-        """True once per approved request: only one session comes out of it."""
+        """True once per approved request: only one session comes out of it (push keeps
+        the request; this is the gateway's one record of it)."""
         return self.claim("request_sessions", request_id, at=now)
 
     # -- housekeeping ------------------------------------------------------------------
 
     def purge_expired(self, now, window_seconds):
         """Delete what expired; the number of documents deleted. Sessions and remembered
-        browsers go at their expiry; login requests an hour after it (a browser may still
-        ask how its request ended); the rest once no rule can need them."""
+        browsers go at their expiry; the rest once no rule can need them."""
         deleted = 0
         for collection in ("sessions", "remembered"):
             deleted += self.db[collection].delete_many({"expires_at": {"$lt": now}}).deleted_count
-        deleted += self.db.login_requests.delete_many({"expires_at": {"$lt": now - timedelta(hours=1)}}).deleted_count
-        day_ago = now - timedelta(days=1)   # PUSH_RATE_WINDOW_SECONDS' ceiling
-        deleted += self.db.push_requests.delete_many({"at": {"$lt": day_ago}}).deleted_count
+        day_ago = now - timedelta(days=1)   # longer than any push request lives
         deleted += self.db.request_sessions.delete_many({"at": {"$lt": day_ago}}).deleted_count
         window_ago = now - timedelta(seconds=window_seconds + BUCKET_SECONDS)
         deleted += self.db.source_failures.delete_many({"at": {"$lt": window_ago}}).deleted_count

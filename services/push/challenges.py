@@ -22,9 +22,31 @@ RESPONSE_PREFIX = "mycepa-push-v1"
 TOKEN_PREFIX = "mycepa-token-v1"
 
 
-def challenge_id_for(request_id):
-    """The challenge of a login request: derived, so a redelivered request finds it."""
-    return "ch_" + hashlib.sha256(request_id.encode()).hexdigest()[:32]
+PENDING, APPROVED, DENIED, EXPIRED = "pending", "approved", "denied", "expired"
+
+
+def ids_for(number):
+    """(request id, challenge id) of a user's `number`-th push request: the browser holds
+    the first, the devices see the second; each names the request's number (with the
+    username the gateway or the device proves, that is where it is stored) and a random
+    part that must match."""
+    return f"lr_{number}_{secrets.token_hex(16)}", f"ch_{number}_{secrets.token_hex(16)}"
+
+
+def number_in(an_id, prefix):
+    """The request number an id of `ids_for` carries, or None for any other text."""
+    parts = an_id.split("_")
+    if len(parts) != 3 or parts[0] != prefix or not parts[1].isdigit() or len(parts[1]) > 9:
+        return None
+    return int(parts[1])
+
+
+def outcome_of(request, answer, now):
+    """The one place a push login's state is decided: its answer, or expired once its
+    time is up, else pending. The expiry clock, the browser and the devices all ask this."""
+    if answer is not None:
+        return answer["outcome"]
+    return EXPIRED if request["expires_at"] <= now else PENDING
 
 
 def number_choices(number):
@@ -45,8 +67,8 @@ def poll_signature_valid(public_key, device_id, timestamp, signature):
     return verify_signature(public_key, signed_message(POLL_PREFIX, device_id, timestamp), signature)
 
 
-def response_signature_valid(public_key, challenge, decision, number, signature):
-    message = signed_message(RESPONSE_PREFIX, challenge["_id"], challenge["nonce"], decision, number)
+def response_signature_valid(public_key, challenge_id, nonce, decision, number, signature):
+    message = signed_message(RESPONSE_PREFIX, challenge_id, nonce, decision, number)
     return verify_signature(public_key, message, signature)
 
 

@@ -8,6 +8,13 @@ class PushSettings(Settings):
     # How far a device's clock may be from ours when it signs a poll (architecture.md §4: ±60 s).
     poll_clock_skew_seconds = fields.Integer(data_key="PUSH_POLL_CLOCK_SKEW_SECONDS", load_default=60,
                                              validate=validate.Range(min=5, max=600))
+    # How long a push login request may be answered ("Stuur PUSH" to its expiry).
+    request_ttl_seconds = fields.Integer(data_key="PUSH_REQUEST_TTL_SECONDS", load_default=120,
+                                         validate=validate.Range(min=2, max=600))
+    # Against push bombing: at most this many push requests per user in any window.
+    rate_limit = fields.Integer(data_key="PUSH_RATE_LIMIT", load_default=3, validate=validate.Range(min=1, max=100))
+    rate_window_seconds = fields.Integer(data_key="PUSH_RATE_WINDOW_SECONDS", load_default=300,
+                                         validate=validate.Range(min=10, max=3600))
     # How the user matches the browser's number on the phone: pick it among three
     # (`choose`), or type it (`type`: `number_choices` is empty; the stronger choice, as
     # nothing can be tapped through).

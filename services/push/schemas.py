@@ -1,5 +1,6 @@
 """What the push service's RPC entrypoints accept (the gateway checks HTTP input too)."""
 from marshmallow import validate
+from marshmallow.fields import Nested
 
 from shared.fields import StrictBoolean, StrictInteger, StrictString, Username
 from shared.validation import StrictSchema
@@ -30,3 +31,18 @@ class ResponseArgs(StrictSchema):
     number = StrictString(required=True, validate=validate.Regexp(r"^([0-9]{2})?\Z"))
     signature = _signature
     fraud = StrictBoolean(load_default=False)
+
+
+class BrowserSource(StrictSchema):
+    ip = StrictString(required=True, validate=validate.Length(max=64))
+    user_agent = StrictString(required=True, validate=validate.Length(max=512))
+
+
+class LoginRequestArgs(StrictSchema):
+    username = Username(required=True)
+    context = Nested(BrowserSource, required=True)
+
+
+class StatusArgs(StrictSchema):
+    username = Username(required=True)
+    request_id = _id

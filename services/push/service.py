@@ -1,9 +1,12 @@
-"""The push service: devices that can confirm a login, and the login challenges they answer.
+"""The push service: devices that can confirm a login, and the push logins they answer.
 
-Fed by events: DeviceActivated / DeviceRevoked from otp keep the registry; LoginRequested
-from the gateway becomes a challenge, notified to every active device of the user
-(PushDispatched / PushFailed per device). A device's signed answer is accepted once
-(AccessConfirmed / AccessDenied); nobody answering in time ends as LoginExpired.
+It owns a push login from "Stuur PUSH" to its outcome (docs/architecture.md §2): the
+gateway asks `request_login` (device, fraud block and push limit checked here), push
+announces LoginRequested and notifies every active device of the user (PushDispatched /
+PushFailed per device); a device's signed answer is accepted once (AccessConfirmed /
+AccessDenied); nobody answering in time ends as LoginExpired. The gateway keeps only the
+browser's binding, asks `login_status` and is woken by those events.
+DeviceActivated / DeviceRevoked from otp keep the device registry.
 
 Handlers are idempotent and requeue on error, so a redelivered or retried event is never
 lost and never applied twice, and each step is written so that a delivery interrupted
@@ -11,8 +14,11 @@ half way (a killed process) is finished by the next one; a malformed event, or o
 database refuses as a document, is logged and dropped, since redelivering it cannot help
 and would loop forever.
 """
+import hmac
 import logging
+import secrets
 from contextlib import contextmanager
+from datetime import timedelta
 
 from bson.errors import InvalidDocument
 from nameko.timer import timer
@@ -21,7 +27,7 @@ from shared import events
 from shared.clock import isoformat, utcnow
 from shared.config import SettingsProvider
 from shared.errors import (
-    EXPECTED_ERRORS, Conflict, Expired, Forbidden, InvalidCredentials, NotFound, Unavailable,
+    EXPECTED_ERRORS, Conflict, Expired, Forbidden, InvalidCredentials, NotFound, TooManyRequests, Unavailable,
 )
 from shared.messaging import EventDispatcher, consume_events, rpc
 from shared.mongo import MongoStorage
@@ -30,8 +36,9 @@ from services.push import challenges, notices
 from services.push.challenges import signature_id
 from services.push.config import PushSettings
 from services.push.dependencies import PushProviders
-from services.push.schemas import PollArgs, ResponseArgs, TokenArgs, UsernameArgs
-from services.push.storage import ACTIVE, PENDING, PushStorage
+from services.push.expiry import ExpiryClock
+from services.push.schemas import LoginRequestArgs, PollArgs, ResponseArgs, StatusArgs, TokenArgs, UsernameArgs
+from services.push.storage import ACTIVE, PushStorage
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +50,7 @@ class PushService:
     config = SettingsProvider(PushSettings)
     providers = PushProviders()
     dispatch = EventDispatcher()
+    expiry = ExpiryClock()
 
     @rpc
     def ping(self):
@@ -77,36 +85,67 @@ class PushService:
         self.storage.set_push_token(device["_id"], args["push_token"], utcnow())
         return {"device_id": device["_id"]}
 
-    # -- login challenges ------------------------------------------------------------
+    # -- push login requests ----------------------------------------------------------
+
+    @rpc(expected_exceptions=EXPECTED_ERRORS)
+    def push_state(self, username):
+        """Whether a push login can start for `username`: its active devices, its fraud block."""
+        username = load_args(UsernameArgs, username=username)["username"]
+        return {"username": username, "active_devices": len(self.storage.active_devices(username)),
+                "blocked": self.storage.fraud_block(username) is not None}
+
+    @rpc(expected_exceptions=EXPECTED_ERRORS)
+    def request_login(self, username, context):
+        """"Stuur PUSH": a new push login request of `username`, asked of each of their
+        devices (LoginRequested, then `notify_devices`): `{request_id, number, expires_at}`.
+        Refused when the user has no active device (404), push is blocked after a reported
+        fraud (403) or the user asked too often (429, sliding window)."""
+        args = load_args(LoginRequestArgs, username=username, context=context)
+        username = args["username"]
+        if not self.storage.active_devices(username):
+            raise NotFound("This user has no active device")
+        if self.storage.fraud_block(username) is not None:
+            raise Forbidden("Push login is blocked for this account after a reported fraud attempt; "
+                            "log in with a code or ask an administrator")
+        now = utcnow()
+        number = f"{10 + secrets.randbelow(90)}"
+        expires_at = now + timedelta(seconds=self.config["request_ttl_seconds"])
+        context = {**args["context"], "requested_at": now}
+
+        def request_of(sequence_number):
+            request_id, challenge_id = challenges.ids_for(sequence_number)
+            return {"request_id": request_id, "challenge_id": challenge_id, "number": number,
+                    "number_choices": (challenges.number_choices(number)
+                                       if self.config["number_entry"] == "choose" else []),
+                    "nonce": challenges.new_nonce(), "context": context, "expires_at": expires_at}
+
+        retry_after, request = self.storage.add_request(username, now, self.config["rate_limit"],
+                                                        self.config["rate_window_seconds"], request_of)
+        if retry_after:
+            raise TooManyRequests(f"Too many push requests; try again in {retry_after} seconds",
+                                  retry_after=retry_after)
+        self.expiry.add(request)
+        events.dispatch_event(self.dispatch, events.LoginRequested, request_id=request["request_id"],
+                              username=username, number=number, context=context, expires_at=expires_at)
+        return {"request_id": request["request_id"], "number": number, "expires_at": isoformat(expires_at)}
 
     @events.handles(events.LoginRequested, requeue_on_error=True)
-    def on_login_requested(self, payload):
-        request = _parse(events.LoginRequested, payload)
-        if not request:
+    def notify_devices(self, payload):
+        """Each active device of the user is notified of a new request (PushDispatched /
+        PushFailed). Outside the request's RPC, so "Stuur PUSH" answers without waiting
+        for APNs / FCM and a process killed half way is finished by the redelivery (a
+        device may then be notified twice: the alert collapses on the challenge id)."""
+        event = _parse(events.LoginRequested, payload)
+        request = event and self._request(event["username"], event["request_id"], "lr", "request_id")
+        if request is None or request["expires_at"] <= utcnow():
             return
-        now = utcnow()
-        challenge = {
-            "_id": challenges.challenge_id_for(request["request_id"]),
-            "request_id": request["request_id"], "username": request["username"],
-            "nonce": challenges.new_nonce(), "number": request["number"],
-            "number_choices": (challenges.number_choices(request["number"])
-                               if self.config["number_entry"] == "choose" else []),
-            "context": request["context"], "expires_at": request["expires_at"],
-            "status": PENDING, "created_at": now,
-        }
         with _dropping_unstorable(events.LoginRequested):
-            # A redelivered request finds the challenge it made and finishes what an
-            # interrupted delivery left undone: the entries the device and the expiry
-            # sweep read, and the notifications not yet sent.
-            challenge = self.storage.add_challenge(challenge)
             for device in self.storage.active_devices(request["username"]):
-                if challenge["status"] == PENDING and not self.storage.dispatched(challenge["_id"], device["_id"]):
-                    self._notify(device, challenge)
-                    self.storage.record_dispatch(challenge["_id"], device["_id"], now)
+                self._notify(device, request)
 
-    def _notify(self, device, challenge):
-        common = {"request_id": challenge["request_id"], "challenge_id": challenge["_id"],
-                  "username": challenge["username"], "device_id": device["_id"]}
+    def _notify(self, device, request):
+        common = {"request_id": request["request_id"], "challenge_id": request["challenge_id"],
+                  "username": request["username"], "device_id": device["_id"]}
         if device["platform"] == "poll":
             # The app asks for its challenges itself; nothing to deliver.
             events.dispatch_event(self.dispatch, events.PushDispatched, provider="poll", **common)
@@ -118,8 +157,8 @@ class PushService:
         elif not device.get("push_token") or device.get("push_token_dead"):
             result_reason, permanent, ok, token_dead = "no live push token", True, False, False
         else:
-            ttl = max(1, int((challenge["expires_at"] - utcnow()).total_seconds()))
-            result = provider.send(device["push_token"], self.providers.message(challenge, ttl))
+            ttl = max(1, int((request["expires_at"] - utcnow()).total_seconds()))
+            result = provider.send(device["push_token"], self.providers.message(_as_challenge(request), ttl))
             result_reason, permanent, ok, token_dead = result.reason, result.permanent, result.ok, result.token_dead
         if token_dead:
             self.storage.mark_push_token_dead(device["_id"], device["push_token"])
@@ -130,14 +169,28 @@ class PushService:
                                   reason=result_reason[:200], permanent=permanent, **common)
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
+    def login_status(self, username, request_id):
+        """The state of `username`'s request `request_id` (the gateway proves both: the
+        browser's binding): `{status, device_id}`."""
+        args = load_args(StatusArgs, username=username, request_id=request_id)
+        request = self._request(args["username"], args["request_id"], "lr", "request_id")
+        if request is None:
+            raise NotFound("No such login request")
+        answer = self.storage.find_answer(request["challenge_id"]) or self._expire_if_due(request)
+        return {"status": challenges.outcome_of(request, answer, utcnow()),
+                "device_id": answer["device_id"] if answer else None}
+
+    @rpc(expected_exceptions=EXPECTED_ERRORS)
     def pending_challenges(self, device_id, timestamp, signature):
         """The challenges a polling device may answer, after it proved it holds its key."""
         args = load_args(PollArgs, device_id=device_id, timestamp=timestamp, signature=signature)
         device = self._signed_in_device(args["device_id"], args["timestamp"])
         self._use_signature(challenges.poll_signature_valid(
             device["public_key"], device["_id"], args["timestamp"], args["signature"]), device, args["signature"])
-        return {"challenges": [_as_device_sees_it(challenge)
-                               for challenge in self.storage.pending_challenges_of(device["username"], utcnow())],
+        now = utcnow()
+        live = self.storage.live_requests_of(device["username"], now, self.config["rate_limit"])
+        return {"challenges": [_as_device_sees_it(request) for request in live
+                               if self.storage.find_answer(request["challenge_id"]) is None],
                 "notices": [_notice_as_device_sees_it(notice)
                             for notice in self.storage.unseen_notices(device, notices.SHOWN)]}
 
@@ -147,61 +200,78 @@ class PushService:
         the matching number, before expiry, once."""
         args = load_args(ResponseArgs, challenge_id=challenge_id, device_id=device_id, decision=decision,
                          number=number, signature=signature, fraud=fraud)
-        challenge = self.storage.find_challenge(args["challenge_id"])
-        if challenge is None:
+        if challenges.number_in(args["challenge_id"], "ch") is None:
             raise NotFound("No such login request")
         device = self.storage.find_device(args["device_id"])
-        if device is None or device["status"] != ACTIVE or device["username"] != challenge["username"]:
+        request = (self._request(device["username"], args["challenge_id"], "ch", "challenge_id")
+                   if device is not None and device["status"] == ACTIVE else None)
+        if request is None:
+            # A device sees only its own user's requests: another's is forbidden to it,
+            # whether or not it exists.
             raise Forbidden("This device cannot answer this login request")
-        if not challenges.response_signature_valid(device["public_key"], challenge, args["decision"],
-                                                   args["number"], args["signature"]):
+        if not challenges.response_signature_valid(device["public_key"], request["challenge_id"], request["nonce"],
+                                                   args["decision"], args["number"], args["signature"]):
             raise InvalidCredentials("The signature does not match this device")
         now = utcnow()
-        outcome, reason = _outcome_of(args, challenge)
-        fraud = args["fraud"] and outcome == "denied"
-        answer = self.storage.find_answer(challenge["_id"])
-        if challenge["status"] == PENDING and _same_answer(answer, outcome, device["_id"], fraud, reason):
-            # This device's answer was recorded, but the delivery that recorded it did not
-            # finish (a killed process, a lost reply): finish it now.
-            self._announce(challenge, answer, now)
-            return _answered(challenge, answer)
-        if challenge["status"] == "expired" or challenge["expires_at"] <= now:
-            raise Expired("This login request has expired")
-        if challenge["status"] != PENDING or answer is not None:
-            raise Conflict("This login request has already been answered")
-        answer = self.storage.claim_answer(challenge["_id"], outcome, device["_id"], fraud, now, reason)
+        outcome, reason = _outcome_of(args, request)
+        fraud = args["fraud"] and outcome == challenges.DENIED
+        answer = (self.storage.claim_answer(request["challenge_id"], outcome, device["_id"], fraud, now, reason)
+                  if request["expires_at"] > now else None)
         if answer is None:
+            answer = self.storage.find_answer(request["challenge_id"]) or self._expire_if_due(request)
+            if not answer.get("announced") and _same_answer(answer, outcome, device["_id"], fraud, reason):
+                # This device's answer was recorded, but the delivery that recorded it did
+                # not finish (a killed process, a lost reply): finish it now.
+                self._announce(request, answer)
+                return _answered(request, answer)
+            if answer["outcome"] == challenges.EXPIRED:
+                raise Expired("This login request has expired")
             raise Conflict("This login request has already been answered")
-        self._announce(challenge, answer, now)
-        return _answered(challenge, answer)
+        self.expiry.answered(request["challenge_id"])
+        self._announce(request, answer)
+        return _answered(request, answer)
 
-    def _announce(self, challenge, answer, now):
-        """Emit the event of a challenge's one answer, then settle the challenge: in this
-        order, so a challenge still pending with an answer is one whose event may not have
-        gone out, and repeating this is what finishes it."""
-        common = {"request_id": challenge["request_id"], "challenge_id": challenge["_id"],
-                  "username": challenge["username"]}
-        if answer["outcome"] == "approved":
+    def _request(self, username, an_id, prefix, field):
+        """The request of `username` that `an_id` (a request or challenge id) names, or None."""
+        number = challenges.number_in(an_id, prefix)
+        request = self.storage.find_request(username, number) if number is not None else None
+        return request if request is not None and hmac.compare_digest(request[field], an_id) else None
+
+    def _announce(self, request, answer):
+        """Emit the event of a request's one answer, then mark it announced: an answer not
+        marked is one whose event may not have gone out, and repeating this finishes it."""
+        common = {"request_id": request["request_id"], "challenge_id": request["challenge_id"],
+                  "username": request["username"]}
+        if answer["outcome"] == challenges.APPROVED:
             events.dispatch_event(self.dispatch, events.AccessConfirmed, device_id=answer["device_id"], **common)
-        elif answer["outcome"] == "denied":
+        elif answer["outcome"] == challenges.DENIED:
             if answer["fraud"]:
-                self.storage.block_for_fraud(challenge["username"], challenge["_id"], answer["device_id"], now)
+                self.storage.block_for_fraud(request["username"], request["challenge_id"], answer["device_id"],
+                                             answer["at"])
             events.dispatch_event(self.dispatch, events.AccessDenied, device_id=answer["device_id"],
-                                  fraud=answer["fraud"], reason=answer.get("reason", "user"), **common)
+                                  fraud=answer["fraud"], reason=answer.get("reason") or "user", **common)
         else:
             events.dispatch_event(self.dispatch, events.LoginExpired, **common)
-        self.storage.settle_challenge(challenge, answer["outcome"], answer["device_id"], now)
+        self.storage.mark_announced(answer["_id"])
+
+    def _expire_if_due(self, request):
+        """The expiry answer of a request whose time is up and that nobody answered (its
+        LoginExpired sent once, by whoever claims it first), else None."""
+        now = utcnow()
+        if challenges.outcome_of(request, None, now) != challenges.EXPIRED:
+            return None
+        answer = self.storage.claim_answer(request["challenge_id"], challenges.EXPIRED, None, False, now)
+        if answer is None:
+            return self.storage.find_answer(request["challenge_id"])
+        self._announce(request, answer)
+        return answer
 
     @timer(interval=1)
     def expire_overdue(self):
-        """Nobody answered in time: LoginExpired. A challenge past its expiry that has an
-        answer whose delivery did not finish gets that answer announced instead."""
-        now = utcnow()
-        for challenge in self.storage.overdue_challenges(now):
-            answer = (self.storage.claim_answer(challenge["_id"], "expired", None, False, now)
-                      or self.storage.find_answer(challenge["_id"]))
-            if answer is not None:
-                self._announce(challenge, answer, now)
+        """Nobody answered in time: LoginExpired, once per request, for the requests this
+        process made (services/push/expiry.py); the purge finds those of a stopped one."""
+        for request in self.expiry.due(utcnow()):
+            self._expire_if_due(request)
 
     # -- security notices (services/push/notices.py) ------------------------------------
 
@@ -250,10 +320,13 @@ class PushService:
     @timer(interval=300)
     def purge_expired(self):
         now = utcnow()
+        # Backstops for what a stopped process left undone: requests its expiry clock did
+        # not reach, answers it did not announce.
+        for request in self.storage.unanswered_overdue(now, grace_seconds=60):
+            self._expire_if_due(request)
+        for answer, request in self.storage.unannounced_answers(now, grace_seconds=60):
+            self._announce(request, answer)
         self.storage.purge_expired(now, self.config["poll_clock_skew_seconds"])
-        # A backstop for a challenge whose expiry entry was never written (its request
-        # not redelivered): the next sweep expires it.
-        self.storage.requeue_unswept(now)
 
     def _signed_in_device(self, device_id, timestamp):
         device = self.storage.find_device(device_id)
@@ -273,19 +346,19 @@ class PushService:
             raise InvalidCredentials("This signature was used already; sign a fresh request")
 
 
-def _outcome_of(args, challenge):
+def _outcome_of(args, request):
     """(outcome, reason) of an answer. A wrong number denies (architecture.md §5): a user who
     guesses among the choices, or taps through a push they did not ask for, cannot try
     again on the same request."""
     if args["decision"] == "deny":
-        return "denied", "user"
-    if args["number"] != challenge["number"]:
-        return "denied", "wrong_number"
-    return "approved", None
+        return challenges.DENIED, "user"
+    if args["number"] != request["number"]:
+        return challenges.DENIED, "wrong_number"
+    return challenges.APPROVED, None
 
 
-def _answered(challenge, answer):
-    reply = {"challenge_id": challenge["_id"], "status": answer["outcome"]}
+def _answered(request, answer):
+    reply = {"challenge_id": request["challenge_id"], "status": answer["outcome"]}
     if answer.get("reason") == "wrong_number":
         reply["reason"] = "wrong_number"
     return reply
@@ -295,13 +368,18 @@ def _same_answer(answer, outcome, device_id, fraud, reason):
             and answer["fraud"] == fraud and answer.get("reason") == reason)
 
 
-def _as_device_sees_it(challenge):
-    context = challenge["context"]
-    return {"challenge_id": challenge["_id"], "nonce": challenge["nonce"], "username": challenge["username"],
-            "expires_at": isoformat(challenge["expires_at"]),
+def _as_device_sees_it(request):
+    context = request["context"]
+    return {"challenge_id": request["challenge_id"], "nonce": request["nonce"], "username": request["username"],
+            "expires_at": isoformat(request["expires_at"]),
             "context": {"ip": context["ip"], "user_agent": context["user_agent"],
                         "requested_at": isoformat(context["requested_at"])},
-            "number_choices": challenge["number_choices"]}
+            "number_choices": request["number_choices"]}
+
+
+def _as_challenge(request):
+    """What the push message names: the challenge (never its nonce), whose it is, until when."""
+    return {"_id": request["challenge_id"], "username": request["username"], "expires_at": request["expires_at"]}
 
 
 def _notice_as_device_sees_it(notice):

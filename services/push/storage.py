@@ -1,20 +1,18 @@
-"""The push service's own database: devices, login challenges, answers, fraud blocks.
+"""The push service's own database: devices, push login requests, answers, fraud blocks.
 
 Laid out for the MongoDB-wire server we test with (shared/mongo.py): every hot read is
 by `_id`, and whatever must happen once is a unique insert.
 - `devices` {_id: device_id}: push registration and public key; `status` is authoritative.
 - `users` {_id: username, device_ids}: a user's devices, found by `_id`.
-- `challenges` {_id: challenge_id}: one per login request (the id derives from the
-  request id, so a redelivered LoginRequested finds the challenge it already made).
-- `inboxes` {_id: username, challenge_ids}: what a polling device of the user may see.
-- `dispatches` {_id: "challenge#device"}: a device was notified for this challenge
-  (written after the notification, so a delivery killed before it notifies again).
-- `answers` {_id: challenge_id}: the one answer (approve, deny or expiry) a challenge gets;
-  its event goes out before the challenge's status changes, so a pending challenge with
-  an answer is one whose announcement must be finished (by the device's retry, or by the
-  expiry sweep).
-- `pending` {_id: challenge_id, expires_at}: the unanswered ones, so the once-a-second
-  expiry sweep scans a handful of documents, not every challenge of the last hour.
+- `requests` {_id: "username#n"}: the user's n-th push login request, from "Stuur PUSH"
+  on: its number, choices, nonce, browser context and expiry. Numbered by tickets, so
+  the per-user push limit is exact and slides (the n-th is admitted when the
+  (n - limit)-th is older than the window); its request and challenge ids carry n.
+- `request_heads` {_id: username, last, at}: where a user's numbering is (a hint: a
+  number taken past it only makes the next insert collide and move on).
+- `answers` {_id: challenge_id}: the one answer (approve, deny or expiry) a request gets.
+  There is no status field to keep in step: a request's outcome is its answer, or its
+  expiry (services/push/logins.py `outcome_of`, the one place that decides).
 - `fraud_blocks` {_id: username}: push is refused until an admin clears it.
 - `notices` {_id: event_id, username, kind, occurred_at, context}, `notice_boxes`
   {_id: username, notice_ids}, `notices_seen` {_id: "device#notice"}: security notices,
@@ -22,22 +20,21 @@ by `_id`, and whatever must happen once is a unique insert.
 - `used_signatures` {_id: "device#signature id"}: a device's signed poll or token update
   is accepted once (services/push/challenges.py `signature_id`).
 """
+import math
 from datetime import timedelta
 
 from shared.mongo import ASCENDING, IndexModel, Storage
 
 ACTIVE, REVOKED = "active", "revoked"
-PENDING = "pending"
 
 
 class PushStorage(Storage):
     database_name = "push"
     # Only the background sweep and purge query these.
     indexes = {
-        "pending": [IndexModel([("expires_at", ASCENDING)])],
-        "challenges": [IndexModel([("expires_at", ASCENDING)])],
+        "requests": [IndexModel([("expires_at", ASCENDING)])],
+        "request_heads": [IndexModel([("at", ASCENDING)])],
         "answers": [IndexModel([("at", ASCENDING)])],
-        "dispatches": [IndexModel([("at", ASCENDING)])],
         "used_signatures": [IndexModel([("at", ASCENDING)])],
         "notices": [IndexModel([("occurred_at", ASCENDING)])],
         "notices_seen": [IndexModel([("at", ASCENDING)])],
@@ -89,73 +86,76 @@ class PushStorage(Storage):
         if device and device.get("push_token") == push_token:
             self.db.devices.update_one({"_id": device_id}, {"$set": {"push_token_dead": True}})
 
-    # -- challenges ------------------------------------------------------------------
+    # -- push login requests ------------------------------------------------------
 
-    def add_challenge(self, challenge):
-        """Store a challenge once and the entries that make it visible and expirable; the
-        stored challenge. A redelivered request gets the one it made, with whatever an
-        interrupted delivery did not write written now (each step is idempotent)."""
-        if not self.claim("challenges", challenge["_id"], **{k: v for k, v in challenge.items() if k != "_id"}):
-            challenge = self.find_challenge(challenge["_id"])
-        if challenge["status"] == PENDING:
-            self.claim("pending", challenge["_id"], expires_at=challenge["expires_at"])
-            self.add_to_set("inboxes", challenge["username"], "challenge_ids", challenge["_id"])
-        return challenge
+    def add_request(self, username, now, limit, window_seconds, request_of):
+        """(0, the stored request) when a push request of `username` is within `limit`
+        in any window of `window_seconds`, else (the seconds until one is, None).
+        `request_of(n)` makes the n-th request. A refused request takes no number, so a
+        flood costs the flooder reads, not writes."""
+        head = self.db.request_heads.find_one({"_id": username})
+        number = (head["last"] if head else 0) + 1
+        while True:
+            oldest = (self.db.requests.find_one({"_id": f"{username}#{number - limit}"}, projection={"at": 1})
+                      if number > limit else None)
+            if oldest is not None and (now - oldest["at"]).total_seconds() < window_seconds:
+                return max(1, math.ceil(window_seconds - (now - oldest["at"]).total_seconds())), None
+            request = {"_id": f"{username}#{number}", **request_of(number), "username": username, "at": now}
+            if self.claim("requests", request["_id"], **{k: v for k, v in request.items() if k != "_id"}):
+                break
+            number += 1   # the head lagged: another request took this number
+        self.db.request_heads.update_one({"_id": username}, {"$max": {"last": number}, "$set": {"at": now}},
+                                         upsert=True)
+        return 0, request
 
-    def find_challenge(self, challenge_id):
-        return self.db.challenges.find_one({"_id": challenge_id})
+    def find_request(self, username, number):
+        return self.db.requests.find_one({"_id": f"{username}#{number}"})
 
-    def pending_challenges_of(self, username, now):
-        inbox = self.db.inboxes.find_one({"_id": username})
+    def live_requests_of(self, username, now, limit):
+        """The user's requests not yet expired, newest first (at most `limit` can be: the
+        push limit's window is longer than a request's life)."""
+        head = self.db.request_heads.find_one({"_id": username})
         found = []
-        for challenge_id in (inbox or {}).get("challenge_ids", []):
-            challenge = self.find_challenge(challenge_id)
-            if challenge and challenge["status"] == PENDING and challenge["expires_at"] > now:
-                found.append(challenge)
+        for number in range(head["last"] if head else 0, 0, -1):
+            request = self.find_request(username, number)
+            if request is None or request["expires_at"] <= now or len(found) == limit:
+                break
+            found.append(request)
         return found
-
-    def dispatched(self, challenge_id, device_id):
-        return self.db.dispatches.find_one({"_id": f"{challenge_id}#{device_id}"}, projection={"_id": 1}) is not None
-
-    def record_dispatch(self, challenge_id, device_id, now):
-        """After the notification went out, so a delivery killed before it sends again."""
-        self.claim("dispatches", f"{challenge_id}#{device_id}", at=now)
 
     def find_answer(self, challenge_id):
         return self.db.answers.find_one({"_id": challenge_id})
 
     def claim_answer(self, challenge_id, outcome, device_id, fraud, now, reason=None):
-        """The challenge's one answer (approve, deny or expiry), for exactly one of any
+        """The request's one answer (approve, deny or expiry), for exactly one of any
         racing answers: the answer stored, or None when another came first."""
         answer = {"outcome": outcome, "device_id": device_id, "fraud": fraud, "reason": reason, "at": now}
         return {"_id": challenge_id, **answer} if self.claim("answers", challenge_id, **answer) else None
 
-    def settle_challenge(self, challenge, outcome, device_id, now):
-        """What follows an answer: the challenge's status, and it leaves the expiry sweep's
-        list and the inbox. The status last, so a pending status means "not finished"."""
-        self.db.pending.delete_one({"_id": challenge["_id"]})
-        self.db.inboxes.update_one({"_id": challenge["username"]}, {"$pull": {"challenge_ids": challenge["_id"]}})
-        self.db.challenges.update_one({"_id": challenge["_id"]}, {"$set": {
-            "status": outcome, "answered_at": now, "answered_by": device_id}})
+    def mark_announced(self, challenge_id):
+        """The answer's event went out (an answer not marked is announced again)."""
+        self.db.answers.update_one({"_id": challenge_id}, {"$set": {"announced": True}})
 
-    def overdue_challenges(self, now):
-        """Pending challenges past their expiry."""
+    def unannounced_answers(self, now, grace_seconds):
+        """(answer, its request) of answers older than `grace_seconds` whose event may not
+        have gone out: their process stopped between the answer and its announcement."""
         found = []
-        for entry in list(self.db.pending.find({"expires_at": {"$lte": now}}).limit(500)):
-            challenge = self.find_challenge(entry["_id"])
-            if challenge and challenge["status"] == PENDING:
-                found.append(challenge)
-            else:  # settled, but the settling did not finish
-                self.db.pending.delete_one({"_id": entry["_id"]})
+        for answer in list(self.db.answers.find({"announced": {"$ne": True},
+                                                 "at": {"$lt": now - timedelta(seconds=grace_seconds)}})):
+            request = self.db.requests.find_one({"challenge_id": answer["_id"]})
+            if request is not None:
+                found.append((answer, request))
         return found
 
-    def requeue_unswept(self, now):
-        """Challenges still pending a minute past their expiry without an expiry entry
-        (their request was never redelivered) get one: the next sweep settles them."""
-        stale = self.db.challenges.find({"status": PENDING, "expires_at": {"$lt": now - timedelta(minutes=1)}},
-                                        projection={"expires_at": 1}).limit(500)
-        for challenge in list(stale):
-            self.claim("pending", challenge["_id"], expires_at=challenge["expires_at"])
+    def unanswered_overdue(self, now, grace_seconds):
+        """Requests past their expiry by `grace_seconds`, within the last hour, that no
+        answer settled (their process stopped before its expiry clock ran)."""
+        overdue = list(self.db.requests.find(
+            {"expires_at": {"$lt": now - timedelta(seconds=grace_seconds), "$gte": now - timedelta(hours=1)}},
+            projection={"challenge_id": 1, "request_id": 1, "username": 1, "expires_at": 1}))
+        answered = {answer["_id"] for answer in self.db.answers.find(
+            {"_id": {"$in": [request["challenge_id"] for request in overdue]}}, projection={"_id": 1})}
+        return [request for request in overdue if request["challenge_id"] not in answered]
 
     def claim_signature(self, device_id, signature_id, now):
         """A device's signed request, once: False when this signature was seen before."""
@@ -202,15 +202,14 @@ class PushStorage(Storage):
     def purge_expired(self, now, signature_window_seconds):
         """Delete what no rule needs any more; the number of documents deleted.
 
-        Answered challenges, their answers and dispatch records are kept an hour for
-        support questions, then go (the expiry sweep scans the collection, so it stays
-        small); a used signature as long as its timestamp could still pass the clock check.
+        Requests and their answers are kept an hour past their expiry (the push limit's
+        window is shorter), the audit trail keeps the rest; a used signature as long as its
+        timestamp could still pass the clock check.
         """
         cutoff = now - timedelta(hours=1)
-        deleted = self.db.challenges.delete_many(
-            {"status": {"$ne": PENDING}, "expires_at": {"$lt": cutoff}}).deleted_count
-        for collection in ("answers", "dispatches"):
-            deleted += self.db[collection].delete_many({"at": {"$lt": cutoff}}).deleted_count
+        deleted = self.db.requests.delete_many({"expires_at": {"$lt": cutoff}}).deleted_count
+        deleted += self.db.answers.delete_many({"at": {"$lt": cutoff}}).deleted_count
+        deleted += self.db.request_heads.delete_many({"at": {"$lt": cutoff}}).deleted_count
         # Notices a month: a device that has not polled in a month learns from the audit.
         month_ago = now - timedelta(days=30)
         for notice in list(self.db.notices.find({"occurred_at": {"$lt": month_ago}}, projection={"username": 1})):

@@ -1,5 +1,6 @@
 """The gateway's storage rules that time decides, on the real MongoDB-wire server, with
-the clock passed in: idle sessions, the sliding push limit, failures per source."""
+the clock passed in: idle sessions, failures per source. (The sliding push limit is push's:
+tests/integration/test_push_challenges.py.)"""
 import secrets
 from datetime import timedelta
 
@@ -40,19 +41,6 @@ def test_a_session_in_use_lives_on_and_an_idle_one_ends(gateway):
     assert gateway.find_session(idle, start + timedelta(minutes=29), IDLE)[0] is not None
     session, ended = gateway.find_session(idle, start + timedelta(minutes=29 + 31), IDLE)
     assert session is None and ended["reason"] == "idle" and ended["session"]["method"] == "code"
-
-
-def test_the_push_limit_slides_no_burst_across_a_window_edge(gateway):
-    user, limit, window = f"W{secrets.randbelow(10**9)}", 3, 300
-    start = utcnow()
-    # Three requests at the end of a would-be fixed window...
-    for second in (297, 298, 299):
-        assert gateway.admit_push_request(user, start + timedelta(seconds=second), limit, window) == 0
-    # ...and just after its edge: a fixed window would admit three more here.
-    wait = gateway.admit_push_request(user, start + timedelta(seconds=301), limit, window)
-    assert wait == 296                                 # until the first of the three leaves the window
-    assert gateway.admit_push_request(user, start + timedelta(seconds=297 + window), limit, window) == 0
-    assert gateway.admit_push_request(user, start + timedelta(seconds=297 + window), limit, window) > 0
 
 
 def test_failures_per_source_count_within_the_window_only(gateway):

@@ -17,7 +17,7 @@ from shared.mongo import connect
 from services.gateway.storage import GatewayStorage
 from services.otp.lockout import LockState
 from services.otp.storage import OtpStorage
-from services.push.storage import PENDING, PushStorage
+from services.push.storage import PushStorage
 from tests.conftest import TEST_ENV
 
 pytestmark = pytest.mark.integration
@@ -84,27 +84,21 @@ def test_push_keeps_only_devices_users_and_fraud_blocks(fresh):
     now = utcnow()
     push.register_device({"device_id": "dev_1", "username": "W1", "platform": "poll", "push_token": None,
                           "public_key": "pem", "device_name": "Phone"}, now)
-    answered, waiting = ({"_id": f"ch_{n}", "request_id": f"lr_{n}", "username": "W1", "nonce": "n",
-                          "number": "42", "number_choices": [], "context": {}, "status": PENDING,
-                          "expires_at": now + timedelta(minutes=2), "created_at": now} for n in (1, 2))
-    push.add_challenge(answered)
-    push.add_challenge(waiting)
-    push.record_dispatch("ch_1", "dev_1", now)
-    answer = push.claim_answer("ch_1", "denied", "dev_1", True, now, "user")
-    push.settle_challenge(answered, answer["outcome"], "dev_1", now)
-    push.block_for_fraud("W1", "ch_1", "dev_1", now)
+    for _ in range(2):
+        push.add_request("W1", now, 3, 300, lambda n: {
+            "request_id": f"lr_{n}_x", "challenge_id": f"ch_{n}_x", "number": "42", "number_choices": [],
+            "nonce": "n", "context": {}, "expires_at": now + timedelta(minutes=2)})
+    answer = push.claim_answer("ch_1_x", "denied", "dev_1", True, now, "user")
+    push.mark_announced(answer["_id"])
+    push.block_for_fraud("W1", "ch_1_x", "dev_1", now)
     push.claim_signature("dev_1", "signature-id", now)
     push.add_notice({"_id": "event-1", "username": "W1", "kind": "account_locked", "occurred_at": now,
                      "device_id": None, "context": {}})
     assert [n["_id"] for n in push.unseen_notices(push.find_device("dev_1"), 20)] == ["event-1"]
     push.ensure_indexes()
     filled = counts(push)
-    # The unanswered challenge is the expiry sweep's business, not the purge's: it stays
-    # pending (with its sweep entry) until the sweep settles it, then goes like any other.
     assert_purged(push, lambda at: push.purge_expired(at, 60), filled,
-                  may_stay={"devices": 1, "users": 1, "inboxes": 1, "notice_boxes": 1, "fraud_blocks": 1,
-                            "challenges": 1, "pending": 1})
-    assert push.find_challenge("ch_2")["status"] == PENDING
+                  may_stay={"devices": 1, "users": 1, "notice_boxes": 1, "fraud_blocks": 1})
 
 
 def test_the_gateway_keeps_nothing_past_its_expiry(fresh):
@@ -114,9 +108,8 @@ def test_the_gateway_keeps_nothing_past_its_expiry(fresh):
     gateway.remember("W1", now, now + timedelta(days=30))
     gateway.count_source_failure("203.0.113.7", now, 300)
     gateway.first_throttle_in_bucket("203.0.113.7", now)
-    assert gateway.admit_push_request("W1", now, 3, 300) == 0
-    gateway.add_login_request("lr_1", "W1", "42", "browser-token", now, now + timedelta(minutes=2))
     gateway.claim_session_for("lr_1", now)
+    gateway.binding_key()
     gateway.ensure_indexes()
     filled = counts(gateway)
-    assert_purged(gateway, lambda at: gateway.purge_expired(at, 300), filled, may_stay={})
+    assert_purged(gateway, lambda at: gateway.purge_expired(at, 300), filled, may_stay={"keys": 1})

@@ -1,5 +1,5 @@
-"""The push service's challenge flow on the real RabbitMQ and FerretDB: a LoginRequested
-delivered twice makes one challenge and notifies each device once."""
+"""The push service's login requests on the real RabbitMQ and FerretDB: made once, told
+to each device, answered once, and what a killed process leaves half done finished."""
 import time
 import uuid
 from datetime import timedelta
@@ -9,11 +9,14 @@ from nameko.standalone.events import event_dispatcher
 from nameko.testing.services import entrypoint_hook, entrypoint_waiter
 
 from clients.device import Device
+from harness.waiting import eventually
 from shared import config, events
 from shared.clock import utcnow
-from services.push import challenges
+from shared.config import MongoSettings, load_settings
+from shared.mongo import connect
 from services.push.service import PushService
-from tests.conftest import service_db
+from services.push.storage import PushStorage
+from tests.conftest import TEST_ENV, service_db
 
 pytestmark = pytest.mark.integration
 
@@ -41,32 +44,48 @@ def emit(dispatch, event_cls, **payload):
     dispatch(event_cls.service, event_cls.name, events.build_event(event_cls, **payload))
 
 
-def test_a_redelivered_login_request_makes_one_challenge_and_one_notification(running, mongo_client):
-    push, listener, dispatch = running
-    device = Device.new("unused")
-    device.device_id, username = f"dev_{uuid.uuid4().hex}", f"W{uuid.uuid4().int % 10**9:09d}"
-    with entrypoint_waiter(push, "on_device_activated"):
-        emit(dispatch, events.DeviceActivated, device_id=device.device_id, username=username, platform="poll",
-             push_token=None, public_key=device.public_key_pem, device_name="Phone")
-    now = utcnow()
-    request = dict(request_id=f"lr_{uuid.uuid4().hex}", username=username, number="42",
-                   context={"ip": "127.0.0.1", "user_agent": "test", "requested_at": now},
-                   expires_at=now + timedelta(seconds=60))
-    with entrypoint_waiter(listener, "on_dispatched"):
-        emit(dispatch, events.LoginRequested, **request)
-    with entrypoint_waiter(push, "on_login_requested"):
-        emit(dispatch, events.LoginRequested, **request)   # the same request again
+CONTEXT = {"ip": "127.0.0.1", "user_agent": "test"}
 
-    challenge_id = challenges.challenge_id_for(request["request_id"])
-    assert service_db(mongo_client, "push").challenges.count_documents({"request_id": request["request_id"]}) == 1
-    assert [event["challenge_id"] for event in Listener.dispatched] == [challenge_id]
+
+def requested(push, listener, username):
+    """A push login request made as the gateway makes it, once its device was notified."""
+    with entrypoint_waiter(listener, "on_dispatched"):
+        with entrypoint_hook(push, "request_login") as request_login:
+            return request_login(username, CONTEXT)
+
+
+def test_a_request_is_stored_once_and_a_redelivered_login_requested_changes_nothing(running, mongo_client):
+    push, listener, dispatch = running
+    device = activated_device(push, dispatch)
+    request = requested(push, listener, device.username)
+    db = service_db(mongo_client, "push")
+    stored = db.requests.find_one({"request_id": request["request_id"]})
+    assert stored["username"] == device.username and stored["number"] == request["number"]
+    assert [event["request_id"] for event in Listener.dispatched] == [request["request_id"]]
+
+    # The event delivered again (a push process killed as it notified): the device is
+    # notified again (the alert collapses on the challenge id), nothing else changes.
+    with entrypoint_waiter(listener, "on_dispatched"):
+        emit(dispatch, events.LoginRequested, request_id=request["request_id"], username=device.username,
+             number=request["number"], context={**CONTEXT, "requested_at": stored["at"]},
+             expires_at=stored["expires_at"])
+    assert db.requests.count_documents({"username": device.username}) == 1
+    assert [event["challenge_id"] for event in Listener.dispatched] == [stored["challenge_id"]] * 2
 
     # The device sees it once, with the browser's number among three choices.
-    timestamp = int(now.timestamp())
-    with entrypoint_hook(push, "pending_challenges") as poll:
-        seen = poll(device.device_id, timestamp, device.sign("mycepa-poll-v1", device.device_id, timestamp))["challenges"]
-    assert [c["challenge_id"] for c in seen] == [challenge_id]
-    assert "42" in seen[0]["number_choices"] and len(set(seen[0]["number_choices"])) == 3
+    seen = polled(push, device)
+    assert [c["challenge_id"] for c in seen] == [stored["challenge_id"]]
+    assert request["number"] in seen[0]["number_choices"] and len(set(seen[0]["number_choices"])) == 3
+
+
+def test_a_login_requested_event_naming_no_request_of_ours_notifies_nobody(running, mongo_client):
+    push, listener, dispatch = running
+    device = activated_device(push, dispatch)
+    now = utcnow()
+    with entrypoint_waiter(push, "notify_devices"):
+        emit(dispatch, events.LoginRequested, request_id=f"lr_1_{uuid.uuid4().hex}", username=device.username,
+             number="42", context={**CONTEXT, "requested_at": now}, expires_at=now + timedelta(seconds=60))
+    assert Listener.dispatched == [] and polled(push, device) == []
 
 
 # -- deliveries interrupted half way (a push process killed mid-handler) ---------------
@@ -101,89 +120,94 @@ def activated_device(push, dispatch):
     return device
 
 
-def login_request(username, seconds=60):
-    now = utcnow()
-    return dict(request_id=f"lr_{uuid.uuid4().hex}", username=username, number="42",
-                context={"ip": "127.0.0.1", "user_agent": "test", "requested_at": now},
-                expires_at=now + timedelta(seconds=seconds))
-
-
 def polled(push, device):
     timestamp = int(utcnow().timestamp())
     with entrypoint_hook(push, "pending_challenges") as poll:
         return poll(device.device_id, timestamp, device.sign("mycepa-poll-v1", device.device_id, timestamp))["challenges"]
 
 
-def test_a_login_request_killed_after_storing_its_challenge_is_finished_on_redelivery(running, mongo_client):
-    # What a push process killed right after the challenge's insert leaves behind: the
-    # challenge, but not the entries the device and the expiry sweep read, and no
-    # notification. (Before the fix the redelivery saw the challenge and only notified.)
-    push, listener, dispatch = running
-    device = activated_device(push, dispatch)
-    request = login_request(device.username)
-    challenge_id = challenges.challenge_id_for(request["request_id"])
-    db = service_db(mongo_client, "push")
-    db.challenges.insert_one({
-        "_id": challenge_id, "request_id": request["request_id"], "username": device.username,
-        "nonce": challenges.new_nonce(), "number": "42", "number_choices": challenges.number_choices("42"),
-        "context": request["context"], "expires_at": request["expires_at"], "status": "pending",
-        "created_at": utcnow()})
-    assert polled(push, device) == []
-
-    with entrypoint_waiter(listener, "on_dispatched"):
-        emit(dispatch, events.LoginRequested, **request)   # the redelivery
-
-    assert [c["challenge_id"] for c in polled(push, device)] == [challenge_id]
-    assert db.pending.find_one({"_id": challenge_id}) is not None
-    assert [event["challenge_id"] for event in Listener.dispatched] == [challenge_id]
-
-
 def test_an_answer_recorded_by_a_process_that_died_is_finished_by_the_devices_retry(with_outcomes, mongo_client):
     push, listener, dispatch, outcomes = with_outcomes
     device = activated_device(push, dispatch)
-    request = login_request(device.username)
-    with entrypoint_waiter(listener, "on_dispatched"):
-        emit(dispatch, events.LoginRequested, **request)
+    request = requested(push, listener, device.username)
     challenge = polled(push, device)[0]
-    # The answer was claimed, then the process died: no event, the challenge still pending.
+    # The answer was claimed, then the process died: no event, the answer not announced.
     db = service_db(mongo_client, "push")
     db.answers.insert_one({"_id": challenge["challenge_id"], "outcome": "approved", "device_id": device.device_id,
-                           "fraud": False, "at": utcnow()})
-
-    signature = device.sign("mycepa-push-v1", challenge["challenge_id"], challenge["nonce"], "approve", "42")
-    with entrypoint_waiter(outcomes, "on_confirmed"):
-        with entrypoint_hook(push, "respond") as respond:
-            answered = respond(challenge["challenge_id"], device.device_id, "approve", "42", signature)
-
-    assert answered == {"challenge_id": challenge["challenge_id"], "status": "approved"}
-    assert Outcomes.seen == [("AccessConfirmed", request["request_id"])]
-    assert db.challenges.find_one({"_id": challenge["challenge_id"]})["status"] == "approved"
+                           "fraud": False, "reason": None, "at": utcnow()})
     assert polled(push, device) == []
 
+    def answer():
+        signature = device.sign("mycepa-push-v1", challenge["challenge_id"], challenge["nonce"], "approve",
+                                request["number"])
+        with entrypoint_hook(push, "respond") as respond:
+            return respond(challenge["challenge_id"], device.device_id, "approve", request["number"], signature)
 
-def test_every_pending_challenge_expires_even_without_its_sweep_entry(with_outcomes, mongo_client):
+    with entrypoint_waiter(outcomes, "on_confirmed"):
+        assert answer() == {"challenge_id": challenge["challenge_id"], "status": "approved"}
+    assert Outcomes.seen == [("AccessConfirmed", request["request_id"])]
+    with entrypoint_hook(push, "login_status") as status:
+        assert status(device.username, request["request_id"]) == {"status": "approved",
+                                                                  "device_id": device.device_id}
+    # Announced now: the same answer once more is a conflict, not a second event.
+    with pytest.raises(Exception, match="already been answered"):
+        answer()
+    assert Outcomes.seen == [("AccessConfirmed", request["request_id"])]
+
+
+def test_what_a_stopped_process_left_is_settled_by_the_backstop(with_outcomes, mongo_client):
+    """A request whose process stopped before its expiry clock ran expires (LoginExpired
+    once), and an answer it did not announce is announced, by the 5-minute backstop."""
     push, listener, dispatch, outcomes = with_outcomes
     device = activated_device(push, dispatch)
-    request = login_request(device.username, seconds=60)
-    with entrypoint_waiter(listener, "on_dispatched"):
-        emit(dispatch, events.LoginRequested, **request)
-    challenge_id = challenges.challenge_id_for(request["request_id"])
+    forgotten, unannounced = (requested(push, listener, device.username) for _ in range(2))
     db = service_db(mongo_client, "push")
-    # Long overdue, and its entry in the sweep's list lost.
-    db.challenges.update_one({"_id": challenge_id}, {"$set": {"expires_at": utcnow() - timedelta(minutes=5)}})
-    db.pending.delete_one({"_id": challenge_id})
+    long_ago = utcnow() - timedelta(minutes=5)
+    # Long overdue, and on no process's clock any more.
+    db.requests.update_one({"request_id": forgotten["request_id"]}, {"$set": {"expires_at": long_ago}})
+    push_expiry = next(d for d in push.dependencies if d.attr_name == "expiry")
+    push_expiry.setup()
+    challenge_id = db.requests.find_one({"request_id": unannounced["request_id"]})["challenge_id"]
+    db.answers.insert_one({"_id": challenge_id, "outcome": "approved", "device_id": device.device_id,
+                           "fraud": False, "reason": None, "at": long_ago})
 
     with entrypoint_waiter(outcomes, "on_expired", timeout=10):
-        with entrypoint_hook(push, "purge_expired") as purge:   # the 5-minute backstop
+        with entrypoint_hook(push, "purge_expired") as purge:
             purge()
+    eventually(lambda: sorted(Outcomes.seen), lambda seen: len(seen) == 2)
+    assert sorted(Outcomes.seen) == sorted([("LoginExpired", forgotten["request_id"]),
+                                            ("AccessConfirmed", unannounced["request_id"])])
+    with entrypoint_hook(push, "purge_expired") as purge:   # a second run finds nothing to do
+        purge()
+    time.sleep(0.3)
+    assert len(Outcomes.seen) == 2
 
-    assert Outcomes.seen == [("LoginExpired", request["request_id"])]
-    # The event goes out before the status is written (push/service.py `_announce`).
-    for _ in range(40):
-        if db.challenges.find_one({"_id": challenge_id})["status"] == "expired":
-            break
-        time.sleep(0.05)
-    assert db.challenges.find_one({"_id": challenge_id})["status"] == "expired"
+
+def test_the_push_limit_slides_no_burst_across_a_window_edge(mongo_client):
+    client, storage = connect(PushStorage, load_settings(MongoSettings, environ=TEST_ENV))
+    user, limit, window = f"W{uuid.uuid4().int % 10**9}", 3, 300
+    start = utcnow()
+
+    def ask(second):
+        now = start + timedelta(seconds=second)
+        retry_after, _ = storage.add_request(user, now, limit, window, lambda n: {
+            "request_id": f"lr_{n}_x", "challenge_id": f"ch_{n}_x", "expires_at": now + timedelta(seconds=60)})
+        return retry_after
+
+    # Three requests at the end of a would-be fixed window...
+    for second in (297, 298, 299):
+        assert ask(second) == 0
+    # ...and just after its edge: a fixed window would admit three more here.
+    assert ask(301) == 296                  # until the first of the three leaves the window
+    assert ask(297 + window) == 0
+    assert ask(297 + window) > 0
+    # A head that lags (two instances raced) only moves the next request on: it takes
+    # the next free number, and the limit is judged on that one.
+    storage.db.request_heads.update_one({"_id": user}, {"$set": {"last": 1}})
+    assert ask(300 + window) == 0
+    assert storage.db.request_heads.find_one({"_id": user})["last"] == 5
+    assert storage.find_request(user, 5)["request_id"] == "lr_5_x"
+    client.close()
 
 
 def test_with_typed_numbers_the_device_gets_no_choices_and_the_typed_number_decides(
@@ -197,10 +221,7 @@ def test_with_typed_numbers_the_device_gets_no_choices_and_the_typed_number_deci
     listener.start()
     dispatch = event_dispatcher(rabbit_config)
     device = activated_device(push, dispatch)
-    requests_made = [login_request(device.username) for _ in range(2)]
-    for request in requests_made:
-        with entrypoint_waiter(listener, "on_dispatched"):
-            emit(dispatch, events.LoginRequested, **request)
+    made = [requested(push, listener, device.username) for _ in range(2)]
     seen = {c["challenge_id"]: c for c in polled(push, device)}
     assert len(seen) == 2 and all(c["number_choices"] == [] for c in seen.values())
 
@@ -209,7 +230,7 @@ def test_with_typed_numbers_the_device_gets_no_choices_and_the_typed_number_deci
         with entrypoint_hook(push, "respond") as respond:
             return respond(challenge["challenge_id"], device.device_id, "approve", number, signature)
 
-    right, wrong = seen.values()
-    assert answer(right, "42") == {"challenge_id": right["challenge_id"], "status": "approved"}
-    assert answer(wrong, "24") == {"challenge_id": wrong["challenge_id"], "status": "denied",
+    (right, number), (wrong, _) = zip(seen.values(), [request["number"] for request in reversed(made)])
+    assert answer(right, number) == {"challenge_id": right["challenge_id"], "status": "approved"}
+    assert answer(wrong, f"{(int(number) - 9) % 90 + 10}") == {"challenge_id": wrong["challenge_id"], "status": "denied",
                                    "reason": "wrong_number"}

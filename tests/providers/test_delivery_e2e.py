@@ -52,7 +52,8 @@ def remembered_browser(stack, device):
 def sent_to(servers, which, token, timeout=5.0):
     deadline = time.monotonic() + timeout
     while True:
-        found = [r for r in servers.requests(which, "send") if r.get("token") == token]
+        # Only requests the server has answered (it records a request before its answer).
+        found = [r for r in servers.requests(which, "send") if r.get("token") == token and "answer" in r]
         if found or time.monotonic() > deadline:
             return found
         time.sleep(0.05)
