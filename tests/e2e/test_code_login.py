@@ -107,7 +107,9 @@ def test_the_whole_code_login_journey(stack, admin_headers, mongo_client):
     assert unlocked.status_code == 200 and unlocked.json() == {"username": "W1000001", "was_locked": True}
     assert login(requests.Session(), base, "W1000001", device.code(step_offset=1)).status_code == 200
 
-    # 8. The admin sees the device, revokes it, and its codes stop working.
+    # 8. The admin sees the device and revokes it. (That its codes stop working needs a
+    # code it has not used, newer than the step just used: test_a_revoked_devices_fresh_
+    # code_is_refused below; every code in the window now is used or older.)
     devices = requests.get(f"{base}/api/admin/users/W1000001/devices", headers=admin_headers, timeout=10).json()
     assert [d["device_id"] for d in devices["devices"]] == [device.device_id]
     assert devices["devices"][0]["device_name"] == "Pixel van Jan" and devices["devices"][0]["status"] == "active"
@@ -116,13 +118,36 @@ def test_the_whole_code_login_journey(stack, admin_headers, mongo_client):
     assert revoked.status_code == 200 and revoked.json()["status"] == "revoked"
     assert requests.delete(f"{base}/api/admin/devices/{device.device_id}", headers=admin_headers,
                            timeout=10).status_code == 404
-    time.sleep(0.05)
-    assert_error(login(requests.Session(), base, "W1000001", device.code()), 401, "invalid_credentials")
+    devices = requests.get(f"{base}/api/admin/users/W1000001/devices", headers=admin_headers, timeout=10).json()
+    assert [(d["device_id"], d["status"]) for d in devices["devices"]] == [(device.device_id, "revoked")]
 
     # Nothing secret reached the logs: not the OTP secret, not a code that was used.
     logs = stack.logs()
     assert activated["otp"]["secret"] not in logs
     assert code not in logs and activation["activation_code"] not in logs
+
+
+def test_a_revoked_devices_fresh_code_is_refused(stack, make_user, admin_headers):
+    device = make_user()
+    # A second device of the same user, never revoked: the control.
+    control = Device.new(stack.base_url)
+    control.activate(create_activation(stack.base_url, TEST_ENV["MYCEPA_ADMIN_TOKEN"], device.username)
+                     ["activation_code"], device_name="Control")
+    assert login(requests.Session(), stack.base_url, device.username, device.code()).status_code == 200
+    revoked = requests.delete(f"{stack.base_url}/api/admin/devices/{device.device_id}", headers=admin_headers,
+                              timeout=10)
+    assert revoked.status_code == 200 and revoked.json()["status"] == "revoked"
+
+    # The next step's code: never presented, newer than the one step this device used,
+    # inside the window (now ±1 step), and the account has no failure counted. Only the
+    # revocation is left to refuse it.
+    fresh = device.code(step_offset=1)
+    assert_error(login(requests.Session(), stack.base_url, device.username, fresh), 401, "invalid_credentials")
+    # The same step's code of the device that was not revoked logs the same user in at
+    # the same moment (one failure counted: below the lock), so the step and the window
+    # were not what refused the revoked device's code.
+    assert login(requests.Session(), stack.base_url, device.username,
+                 control.code(step_offset=1)).status_code == 200
 
 
 def test_the_same_code_from_ten_clients_at_once_is_accepted_once(stack, make_user):
@@ -172,10 +197,11 @@ def test_an_activation_code_locks_after_a_few_wrong_tries(stack, admin_headers):
 
 def test_login_answers_503_within_the_bound_when_otp_hangs(stack, make_user):
     device = make_user()
+    code = device.code()
     stack.pause("otp")
     try:
         started = time.monotonic()
-        response = login(requests.Session(), stack.base_url, device.username, device.code())
+        response = login(requests.Session(), stack.base_url, device.username, code)
         elapsed = time.monotonic() - started
         ready = requests.get(f"{stack.base_url}/readyz", timeout=10)
     finally:
@@ -185,10 +211,12 @@ def test_login_answers_503_within_the_bound_when_otp_hangs(stack, make_user):
     assert ready.status_code == 503 and ready.json()["checks"]["otp"] is False and ready.json()["down"] == ["otp"]
     assert ready.json()["checks"]["database"] is True and ready.json()["checks"]["rabbitmq"] is True
     # The call the gateway gave up on expired in RabbitMQ: when otp wakes up it is not
-    # processed, so the code was not consumed and the user can still log in with it.
+    # processed, so the code was not consumed and the user can still log in with it:
+    # the SAME code, still inside its window (a consumed one would be refused as a
+    # replay; a fresh one would prove nothing).
     time.sleep(1.0)
     stack.wait_ready()
-    assert login(requests.Session(), stack.base_url, device.username, device.code()).status_code == 200
+    assert login(requests.Session(), stack.base_url, device.username, code).status_code == 200
 
 
 def test_operations_endpoints(stack):
