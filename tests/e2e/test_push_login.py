@@ -56,6 +56,14 @@ def the_challenge(device, request, timeout=5.0):
     raise AssertionError("the challenge never reached the device")
 
 
+def audit_trail(stack, username, event_type):
+    """The audit trail's entries of `event_type` about `username`, newest first."""
+    answer = requests.get(f"{stack.base_url}/api/admin/audit", params={"username": username, "type": event_type},
+                          headers={"Authorization": f"Bearer {stack.admin_token}"}, timeout=10)
+    assert answer.status_code == 200, answer.text
+    return answer.json()["events"]
+
+
 def refusal(call_it):
     with pytest.raises(GatewayError) as refused:
         call_it()
@@ -68,9 +76,15 @@ def test_the_push_login_of_the_guide(stack, make_user):
     assert browser.get(f"{stack.base_url}/api/me", timeout=10).status_code == 401
     assert browser.get(f"{stack.base_url}/api/login/push", timeout=10).json() == {"username": device.username}
 
-    request = send_push(stack, browser)
+    asked = browser.post(f"{stack.base_url}/api/login/push", timeout=10)
+    assert asked.status_code == 202, asked.text
+    request = asked.json()
     assert len(request["number"]) == 2 and request["number"].isdigit()
-    assert "mycepa_push=" in browser.cookies.keys() or any(c.name == "mycepa_push" for c in browser.cookies)
+    # The browser that asked now holds the cookie that binds the request to it, out of
+    # reach of scripts and of other sites.
+    binding = asked.headers["Set-Cookie"]
+    assert binding.startswith("mycepa_push=") and "HttpOnly" in binding and "SameSite=Strict" in binding
+    assert browser.cookies.get("mycepa_push")
     assert status_of(stack, browser, request["request_id"]).json() == {"status": "pending"}
 
     challenge = the_challenge(device, request)
@@ -83,6 +97,8 @@ def test_the_push_login_of_the_guide(stack, make_user):
     assert eventually(lambda: status_of(stack, browser, request["request_id"]).json()["status"], "approved") \
         == "approved"
     assert browser.get(f"{stack.base_url}/api/me", timeout=10).json()["username"] == device.username
+    # The session replaced the binding cookie: it bound a request that is over.
+    assert "mycepa_push" not in browser.cookies
     # A code login in a browser that already saved this user offers nothing more.
     again = browser.post(f"{stack.base_url}/api/login",
                          json={"username": device.username, "password": device.code(step_offset=1)}, timeout=10)
@@ -161,7 +177,12 @@ def test_nobody_answering_in_time_expires_the_request(stack, make_user):
         == "expired"
     assert refusal(lambda: answer_challenge(device, challenge, "approve", request["number"])) == (410, "expired")
     assert browser.get(f"{stack.base_url}/api/me", timeout=10).status_code == 401
-    assert pending_challenges(device) == []
+    # The status, the 410 and the device's poll all compare the expiry with the clock,
+    # so they hold even if push never expired anything. What says it did: push
+    # announced the expiry, once (LoginExpired, in the audit trail).
+    expired = eventually(lambda: audit_trail(stack, device.username, "LoginExpired"), lambda found: found,
+                         timeout=10)
+    assert [entry["details"]["request_id"] for entry in expired] == [request["request_id"]]
 
 
 def test_a_deny_reported_as_fraud_blocks_push_until_an_admin_clears_it(stack, make_user, admin_headers):
