@@ -30,6 +30,7 @@ from nameko.constants import (
     AMQP_SSL_CONFIG_KEY, AMQP_URI_CONFIG_KEY, DEFAULT_SERIALIZER, LOGIN_METHOD_CONFIG_KEY, SERIALIZER_CONFIG_KEY,
 )
 from kombu import Queue, binding
+from kombu.entity import TRANSIENT_DELIVERY_MODE as TRANSIENT
 from nameko.exceptions import ContainerBeingKilled
 from nameko.messaging import QueueConsumer
 
@@ -116,7 +117,7 @@ class RpcConsumer(nameko_rpc.RpcConsumer):
             ssl=config.get(AMQP_SSL_CONFIG_KEY), login_method=config.get(LOGIN_METHOD_CONFIG_KEY))
         # The reply may use the margin the call kept free for it (REPLY_MARGIN_SECONDS).
         within = PUBLISH_SECONDS if worker_ctx is None else seconds_left(worker_ctx, PUBLISH_SECONDS)
-        responder.publisher_cls = partial(BoundedPublisher, within=within + REPLY_MARGIN_SECONDS)
+        responder.publisher_cls = partial(TransientPublisher, within=within + REPLY_MARGIN_SECONDS)
         delivered = False
         try:
             result, exc_info = responder.send_response(result, exc_info)
@@ -211,8 +212,17 @@ class ReplyListener(nameko_rpc.ReplyListener):
     queue_consumer = SafeQueueConsumer()
 
 
+class TransientPublisher(BoundedPublisher):
+    """For RPC requests and replies: not written to RabbitMQ's disk. A call is worth
+    nothing after its caller's deadline (seconds), so surviving a broker restart cannot
+    help it, and persisting every request and reply was measured as the broker's largest
+    cost per login. (Events stay persistent: their handlers are durable.)"""
+
+    delivery_mode = TRANSIENT
+
+
 class MethodProxy(nameko_rpc.MethodProxy):
-    publisher_cls = BoundedPublisher
+    publisher_cls = TransientPublisher
 
 
 class ServiceProxy(nameko_rpc.ServiceProxy):

@@ -148,6 +148,8 @@ class LoginWaiters(SharedExtension):
         return sum(len(events_) for events_ in self.waiting.values())
 
     def wait(self, request_id, seconds):
+        if request_id in self.outcomes:
+            return   # heard between the handler's answer and this wait
         event = eventlet.event.Event()
         self.waiting.setdefault(request_id, set()).add(event)
         try:

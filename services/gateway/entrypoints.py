@@ -224,6 +224,10 @@ class JsonHttp(HttpRequestHandler):
         super().stop()
 
 
+# How often the long poll has asked the handler again (absent: the first time).
+LONG_POLL_ROUND = "mycepa.long_poll_round"
+
+
 class LongPoll(JsonHttp):
     """A GET whose answer may wait for an event (a push login's answer).
 
@@ -243,19 +247,26 @@ class LongPoll(JsonHttp):
     def respond(self, request):
         response = super().respond(request)
         wait_for = getattr(response, "wait_for", None)
-        if wait_for is None or not self.waiters.admit():
+        if wait_for is None:
             return response
+        if not self.waiters.admit():
+            return self._again(request)   # no room to wait: the answer as it is now
         key, until = wait_for
         try:
-            while getattr(response, "wait_for", None) is not None and not self.waiters.stopping:
-                left = until - time.monotonic()
-                if left <= 0:
-                    break
-                self.waiters.wait(key, min(self.RECHECK_SECONDS, left))
-                response = super().respond(request)
+            while True:
+                self.waiters.wait(key, max(0.0, min(self.RECHECK_SECONDS, until - time.monotonic())))
+                response = self._again(request)
+                if (getattr(response, "wait_for", None) is None or self.waiters.stopping
+                        or time.monotonic() >= until):
+                    return response
         finally:
             self.waiters.leave()
-        return response
+
+    def _again(self, request):
+        """The handler asked once more, knowing it is not the first time (it may have
+        answered the first time without asking what it can wait to hear)."""
+        request.environ[LONG_POLL_ROUND] = request.environ.get(LONG_POLL_ROUND, 0) + 1
+        return super().respond(request)
 
     def stop(self):
         self.waiters.wake_all()   # waiting browsers answer with what they have, now

@@ -28,7 +28,7 @@ from shared.validation import load_args
 from services.gateway import metrics, schemas, webpage
 from services.gateway.config import GatewaySettings
 from services.gateway.dependencies import Announcer, BrokerCheck, ServiceRpc, Waiters
-from services.gateway.entrypoints import ROUTES, json_response, load_body, route
+from services.gateway.entrypoints import LONG_POLL_ROUND, ROUTES, json_response, load_body, route
 from services.gateway.openapi import build_spec
 from services.gateway.sources import source_address
 from services.gateway.bindings import binding_of, bound_request
@@ -206,9 +206,14 @@ class GatewayService:
         if binding is None:
             # Someone else's request id looks exactly like an unknown one.
             raise NotFound("No such login request for this browser")
-        # An answer this instance heard (every instance hears them), else push's word.
-        outcome = (self.waiters.outcome(request_id)
-                   or self.push.login_status(binding["username"], request_id))
+        # An answer this instance heard (every instance hears them), else push's word;
+        # a browser that will wait first waits for the answer's broadcast (push is asked
+        # when the wait ends without one: a broadcast lost while the broker was away).
+        outcome = self.waiters.outcome(request_id)
+        if outcome is None and wait and not request.environ.get(LONG_POLL_ROUND) \
+                and binding["expires_at"] > utcnow():
+            outcome = {"status": "pending"}
+        outcome = outcome or self.push.login_status(binding["username"], request_id)
         response = json_response({"status": outcome["status"]})
         if outcome["status"] == "pending":
             if wait:
