@@ -7,16 +7,21 @@ the calling green thread until the batch its item joined is written, and returns
 write's result for the item (or raises its error, so the caller's message is requeued as
 before). Whoever finds no write in progress writes everything queued so far, then the
 items queued meanwhile, until none are left: at low load an item is written at once, on
-its own; under load the batches grow by themselves, with no timer and no added latency.
+its own; under load the batches grow by themselves. `linger_seconds` lets a writer wait
+that long before its first write, for items that come a moment later (for a consumer
+nobody waits on, such as the audit trail: the events of one login arrive milliseconds
+apart and share one write).
 """
+import eventlet
 import eventlet.event
 
 
 class GroupCommit:
-    def __init__(self, write_many, max_items=200):
+    def __init__(self, write_many, max_items=200, linger_seconds=0.0):
         """`write_many(items)` writes a list of items and returns one result per item."""
         self.write_many = write_many
         self.max_items = max_items
+        self.linger_seconds = linger_seconds
         self.queued = []          # (item, event) not yet in a write
         self.writing = False
 
@@ -30,6 +35,8 @@ class GroupCommit:
     def _write_queued(self):
         self.writing = True
         try:
+            if self.linger_seconds:
+                eventlet.sleep(self.linger_seconds)
             while self.queued:
                 batch, self.queued = self.queued[:self.max_items], self.queued[self.max_items:]
                 try:
