@@ -10,7 +10,10 @@ import base64
 import hashlib
 import hmac
 import json
+import re
 from datetime import datetime, timezone
+
+_HEX_MAC = re.compile("[0-9a-f]{64}")
 
 
 def binding_of(key, request_id, username, expires_at):
@@ -23,10 +26,13 @@ def bound_request(key, binding, request_id):
     """{request_id, username, expires_at} when `binding` is a signature of ours for
     `request_id`, else None (no cookie, a forged or altered one, another request's)."""
     payload, _, mac = (binding or "").partition(".")
-    if not payload or len(binding) > 512 or not hmac.compare_digest(mac, _mac(key, payload)):
+    # The shape first: compare_digest raises on a str with non-ASCII characters, and
+    # the cookie is the client's to choose.
+    if not payload or len(binding) > 512 or not _HEX_MAC.fullmatch(mac) \
+            or not hmac.compare_digest(mac, _mac(key, payload)):
         return None
     bound_id, username, expires = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
-    if not hmac.compare_digest(bound_id, request_id):
+    if bound_id != request_id:  # request ids are not secret: the signature is
         return None
     return {"request_id": bound_id, "username": username,
             "expires_at": datetime.fromtimestamp(expires, timezone.utc)}

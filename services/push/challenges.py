@@ -6,6 +6,7 @@ user picks the same (or, with PUSH_NUMBER_ENTRY=type, no choices: the user types
 import base64
 import binascii
 import hashlib
+import re
 import secrets
 
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
@@ -22,6 +23,8 @@ RESPONSE_PREFIX = "mycepa-push-v1"
 TOKEN_PREFIX = "mycepa-token-v1"
 
 
+_ID_SHAPE = re.compile(r"(?P<prefix>lr|ch)_(?P<number>[0-9]{1,9})_[0-9a-f]{32}")
+
 PENDING, APPROVED, DENIED, EXPIRED = "pending", "approved", "denied", "expired"
 
 
@@ -34,11 +37,10 @@ def ids_for(number):
 
 
 def number_in(an_id, prefix):
-    """The request number an id of `ids_for` carries, or None for any other text."""
-    parts = an_id.split("_")
-    if len(parts) != 3 or parts[0] != prefix or not parts[1].isdigit() or len(parts[1]) > 9:
-        return None
-    return int(parts[1])
+    """The request number an id of `ids_for` carries, or None for any other text (ASCII
+    only: str.isdigit takes other scripts' digits, and compare_digest refuses them)."""
+    shape = _ID_SHAPE.fullmatch(an_id)
+    return int(shape["number"]) if shape is not None and shape["prefix"] == prefix else None
 
 
 def outcome_of(request, answer, now):

@@ -592,3 +592,25 @@ def test_a_named_credential_is_the_actor_of_what_it_does():
     worker.otp.unlock.assert_called_once_with("W123", "alice")
     (announced,), payload = worker.announce.call_args   # nothing was locked: no event of its own
     assert announced is events.AdminAction and (payload["actor"], payload["outcome"]) == ("alice", "allowed")
+
+
+def test_a_binding_cookie_that_is_not_ours_binds_nothing_even_in_other_scripts():
+    """The cookie and the id in the path are the client's to choose: a non-ASCII one is
+    refused like a forged one (hmac.compare_digest raises on such text: found by the fuzz)."""
+    from datetime import datetime, timedelta, timezone
+    from services.gateway.bindings import binding_of, bound_request
+    key, request_id = b"k" * 32, "lr_3_" + "a" * 32
+    binding = binding_of(key, request_id, "W123", datetime.now(timezone.utc) + timedelta(minutes=2))
+    assert bound_request(key, binding, request_id)["username"] == "W123"
+    payload = binding.partition(".")[0]
+    for cookie, asked in ((binding, "lr_٣_" + "a" * 32), (payload + ".é" + "0" * 63, request_id),
+                          (binding, "lr_4_" + "a" * 32), (binding.replace(payload[:4], "AAAA"), request_id)):
+        assert bound_request(key, cookie, asked) is None
+
+
+def test_an_id_in_another_script_carries_no_request_number():
+    from services.push.challenges import ids_for, number_in
+    request_id, challenge_id = ids_for(7)
+    assert number_in(request_id, "lr") == 7 and number_in(challenge_id, "ch") == 7
+    for other in ("lr_٣_" + "a" * 32, "lr_7", request_id.upper(), challenge_id, request_id + "x", ""):
+        assert number_in(other, "lr") is None
