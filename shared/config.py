@@ -1,8 +1,13 @@
 """Configuration: read once from the environment, validated, handed to the code.
 
 A service describes its settings as a marshmallow schema whose fields carry the
-environment variable names as `data_key`. `load_settings` reads them once per process;
-a missing or malformed setting stops the service with one message naming every problem.
+environment variable names as `data_key`. `load_settings` reads and validates them; a
+missing or malformed setting stops the service with one message naming every problem.
+
+Inside a service every reader goes through `settings_of(container, schema_cls)`: the
+service's `config` (SettingsProvider), and any DependencyProvider or extension that
+needs a setting (`settings_of(self.container, ...)`), so the environment is read once
+per container and all its extensions see the same values.
 """
 import os
 import re
@@ -10,8 +15,6 @@ from types import MappingProxyType
 
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, post_load, validate
 from nameko.extensions import DependencyProvider
-
-_loaded = {}
 
 
 class ConfigError(Exception):
@@ -54,12 +57,8 @@ class MongoSettings(Settings):
 
 
 def load_settings(schema_cls, environ=None):
-    """The settings of `schema_cls`, loaded from the environment once per process.
-
-    Pass `environ` to load from a mapping instead (never cached): tests use this.
-    """
-    if environ is None and schema_cls in _loaded:
-        return _loaded[schema_cls]
+    """The settings of `schema_cls`, loaded from the environment (or from `environ`, a
+    mapping: tests use this). Not cached: a service reads them through `settings_of`."""
     source = os.environ if environ is None else environ
     wanted = {field.data_key or name for name, field in schema_cls().fields.items()}
     present = {key: value for key, value in source.items() if key in wanted}
@@ -70,9 +69,21 @@ def load_settings(schema_cls, environ=None):
             f"{key}: {' '.join(_flatten(messages))}" for key, messages in sorted(error.messages.items())
         )
         raise ConfigError(f"invalid configuration ({schema_cls.__name__}): {problems}") from None
-    if environ is None:
-        _loaded[schema_cls] = settings
     return settings
+
+
+def settings_of(container, schema_cls):
+    """The settings of `schema_cls` for the service in `container`, loaded from the
+    environment the first time any of its extensions asks (in `setup()`, so an incomplete
+    environment stops the service before any entrypoint accepts work)."""
+    # Kept on the container itself, so they live and go with it: nameko hands extensions
+    # a weak proxy of their container, which a WeakKeyDictionary cannot key on.
+    loaded = getattr(container, "settings_by_schema", None)
+    if loaded is None:
+        loaded = container.settings_by_schema = {}
+    if schema_cls not in loaded:
+        loaded[schema_cls] = load_settings(schema_cls)
+    return loaded[schema_cls]
 
 
 def _flatten(messages):
@@ -84,14 +95,29 @@ def _flatten(messages):
 
 
 class SettingsProvider(DependencyProvider):
-    """A service's validated settings, loaded when its container starts: an incomplete
-    environment stops the service with the settings' own message before any work."""
+    """A service's validated settings (`self.config[...]`), loaded when its container starts."""
 
     def __init__(self, schema_cls):
         self.schema_cls = schema_cls
 
     def setup(self):
-        self.settings = load_settings(self.schema_cls)
+        self.settings = settings_of(self.container, self.schema_cls)
 
     def get_dependency(self, worker_ctx):
         return self.settings
+
+
+class FromSettings(DependencyProvider):
+    """An object built once per container from the service's settings by `build(settings)`
+    (the otp key ring, its lockout policy): the worker gets the object, not the settings
+    it came from, so the settings themselves are only ever read as `self.config[...]`."""
+
+    def __init__(self, schema_cls, build):
+        self.schema_cls = schema_cls
+        self.build = build
+
+    def setup(self):
+        self.built = self.build(settings_of(self.container, self.schema_cls))
+
+    def get_dependency(self, worker_ctx):
+        return self.built

@@ -27,7 +27,7 @@ import pymongo
 from nameko.extensions import DependencyProvider
 from pymongo.errors import AutoReconnect, DuplicateKeyError, PyMongoError
 
-from shared.config import MongoSettings, load_settings
+from shared.config import MongoSettings, load_settings, settings_of
 from shared.deadline import deadline_of, seconds_left
 from shared.repair import Repairs
 
@@ -139,7 +139,7 @@ class MongoStorage(DependencyProvider):
         self.storage = None
 
     def setup(self):
-        self.client, self.storage = connect(self.storage_cls)
+        self.client, self.storage = connect(self.storage_cls, settings_of(self.container, MongoSettings))
         try:
             self.storage.ensure_indexes()
         except PyMongoError as error:

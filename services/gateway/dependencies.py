@@ -12,7 +12,7 @@ from nameko.exceptions import UnknownService
 from nameko.extensions import DependencyProvider, SharedExtension
 
 from shared import events
-from shared.config import load_settings
+from shared.config import settings_of
 from shared.deadline import set_deadline
 from shared.errors import Unavailable, unavailable_from
 from shared.messaging import EventDispatcher, RpcProxy
@@ -33,7 +33,7 @@ class ServiceRpc(RpcProxy):
     """
 
     def setup(self):
-        self.timeout = load_settings(GatewaySettings)["rpc_timeout_seconds"]
+        self.timeout = settings_of(self.container, GatewaySettings)["rpc_timeout_seconds"]
         self.options["expiration"] = self.timeout
         super().setup()
 
@@ -133,7 +133,7 @@ class LoginWaiters(SharedExtension):
     def setup(self):
         self.waiting = {}
         self.outcomes = OrderedDict()
-        self.slots = eventlet.semaphore.Semaphore(load_settings(GatewaySettings)["long_poll_max"])
+        self.slots = eventlet.semaphore.Semaphore(settings_of(self.container, GatewaySettings)["long_poll_max"])
         self.stopping = False
 
     def admit(self):

@@ -28,7 +28,7 @@ from werkzeug.exceptions import HTTPException, NotFound
 from werkzeug.routing import RequestRedirect
 from werkzeug.wrappers import Request, Response
 
-from shared.config import load_settings
+from shared.config import settings_of
 from shared.deadline import CONTEXT_KEY, REPLY_MARGIN_SECONDS
 from shared.errors import EXPECTED_ERRORS, Forbidden, MycepaError, ValidationFailed, unavailable_from
 from services.gateway import metrics
@@ -121,7 +121,7 @@ class JsonWebServer(WebServer):
     IDLE_GRACE_SECONDS = 0.5
 
     def setup(self):
-        settings = load_settings(GatewaySettings)
+        settings = settings_of(self.container, GatewaySettings)
         self.request_seconds = settings["rpc_timeout_seconds"] + REPLY_MARGIN_SECONDS
         self.public_host = urlsplit(settings["public_url"]).netloc
         self.connections = {}

@@ -71,6 +71,10 @@ class SecretBox:
             self._keys[hashlib.sha256(key).digest()[:4]] = AESGCM(key)
         self._primary_id = hashlib.sha256(_decode_key(encoded_keys[0])).digest()[:4]
 
+    @classmethod
+    def from_settings(cls, settings):
+        return cls(settings["encryption_keys"])
+
     def encrypt(self, plaintext, record_id):
         nonce = os.urandom(12)
         sealed = self._keys[self._primary_id].encrypt(nonce, plaintext.encode(), record_id.encode())

@@ -8,13 +8,16 @@ from nameko.timer import timer
 
 from shared import events
 from shared.clock import isoformat, utcnow
+from shared.config import FromSettings, SettingsProvider
 from shared.deadline import Deadline
 from shared.errors import EXPECTED_ERRORS, Expired, InvalidCredentials, Locked, NotFound, Unavailable
 from shared.messaging import EventDispatcher, rpc
 from shared.mongo import MongoStorage
 from shared.validation import load_args
 from services.otp import activation_codes, secrets
-from services.otp.dependencies import OtpConfig
+from services.otp.secrets import SecretBox
+from services.otp.config import OtpSettings
+from services.otp.lockout import LockoutPolicy
 from services.otp.schemas import ActivateArgs, ActorArgs, DeviceIdArgs, DeviceView, UsernameArgs, VerifyArgs
 from services.otp.storage import OtpStorage
 
@@ -33,7 +36,9 @@ class OtpService:
     name = "otp"
 
     storage = MongoStorage(OtpStorage)
-    config = OtpConfig()
+    config = SettingsProvider(OtpSettings)
+    box = FromSettings(OtpSettings, SecretBox.from_settings)          # the device secrets' key ring
+    lockout = FromSettings(OtpSettings, LockoutPolicy.from_settings)  # code login's lockout rule
     dispatch = EventDispatcher()
     # OtpVerified / OtpRejected: one per login attempt, an audit trail rather than state
     # any service depends on, so not worth a broker round trip (publisher confirm) on
@@ -54,7 +59,7 @@ class OtpService:
         args = load_args(ActorArgs, username=username, actor=actor)
         username = args["username"]
         now = utcnow()
-        expires_at = now + timedelta(seconds=self.config.settings["activation_ttl_seconds"])
+        expires_at = now + timedelta(seconds=self.config["activation_ttl_seconds"])
         for _ in range(10):  # a taken code id is drawn again
             code_id, code = activation_codes.new_code()
             _, secret_part = activation_codes.parse(code)
@@ -79,7 +84,7 @@ class OtpService:
         device_id = f"dev_{uuid.uuid4().hex}"
         secret = secrets.new_secret()
         try:
-            self.storage.add_authenticator(device_id, username, self.config.box.encrypt(secret, device_id),
+            self.storage.add_authenticator(device_id, username, self.box.encrypt(secret, device_id),
                                            args["platform"], args["device_name"], now)
             events.dispatch_event(
                 self.dispatch, events.DeviceActivated, device_id=device_id, username=username,
@@ -96,7 +101,7 @@ class OtpService:
             "username": username,
             "otp": {"secret": secret, "digits": secrets.DIGITS, "period": secrets.PERIOD,
                     "algorithm": secrets.ALGORITHM},
-            "otpauth_uri": secrets.provisioning_uri(secret, username, self.config.settings["issuer"]),
+            "otpauth_uri": secrets.provisioning_uri(secret, username, self.config["issuer"]),
         }
 
     def _check_activation_code(self, text, now):
@@ -105,7 +110,7 @@ class OtpService:
         if record is None:
             raise InvalidCredentials(WRONG_ACTIVATION)
         code_id, secret_part = parsed
-        max_tries = self.config.settings["activation_max_tries"]
+        max_tries = self.config["activation_max_tries"]
         if self.storage.activation_tries_exhausted(record, max_tries):
             raise Locked(ACTIVATION_LOCKED)
         if not activation_codes.matches(secret_part, record["secret_hash"]):
@@ -135,7 +140,7 @@ class OtpService:
         self.deadline.check()
         now = utcnow()
         state = self.storage.lock_state(username)
-        refusal = self.config.lockout.refusal(state, now)
+        refusal = self.lockout.refusal(state, now)
         if refusal is not None:
             self._emit_rejected(username, "locked", state.failures, source)
             raise refusal
@@ -165,14 +170,14 @@ class OtpService:
         look the guesses beyond the lock would all be checked (one read, on success only)."""
         current = self.storage.lock_state(state.username)
         if current.failures > state.failures:
-            refusal = self.config.lockout.refusal(current, now)
+            refusal = self.lockout.refusal(current, now)
             if refusal is not None:
                 self._emit_rejected(state.username, "locked", current.failures, source)
                 raise refusal
 
     def _secret_of(self, authenticator):
         try:
-            return self.config.box.decrypt(authenticator["secret"], authenticator["_id"])
+            return self.box.decrypt(authenticator["secret"], authenticator["_id"])
         except ValueError:
             # A key was removed from OTP_ENCRYPTION_KEYS while secrets still use it: this
             # device cannot verify until it is re-activated. An operator must see this.
@@ -184,7 +189,7 @@ class OtpService:
         """Count the failure; the refusal, which says "locked" once it locks."""
         state = self.storage.count_failure(state, now)
         self._emit_rejected(state.username, reason, state.failures, source)
-        policy = self.config.lockout
+        policy = self.lockout
         if policy.starts_a_lock(state.failures):
             hard = policy.hard(state.failures)
             events.dispatch_event(self.dispatch, events.AccountLocked, username=state.username,
@@ -236,7 +241,7 @@ class OtpService:
         """Whether a push login makes sense: the account has an active device. (A locked
         code login does not stop push: the phone proves possession.)"""
         username = load_args(UsernameArgs, username=username)["username"]
-        return {"username": username, "code_login_locked": self.config.lockout.locked(
+        return {"username": username, "code_login_locked": self.lockout.locked(
                     self.storage.lock_state(username), utcnow()),
                 "active_devices": len(self.storage.authenticators_of(username))}
 
@@ -258,7 +263,7 @@ class OtpService:
         args = load_args(ActorArgs, username=username, actor=actor)
         username = args["username"]
         state = self.storage.lock_state(username)
-        was_locked = self.config.lockout.locked(state, utcnow())
+        was_locked = self.lockout.locked(state, utcnow())
         if state.failures:
             self.storage.start_new_epoch(state, force=True)
         if was_locked:
@@ -268,4 +273,4 @@ class OtpService:
 
     @timer(interval=300)
     def purge_expired(self):
-        self.storage.purge_expired(utcnow(), self.config.lockout.hard_failures)
+        self.storage.purge_expired(utcnow(), self.lockout.hard_failures)

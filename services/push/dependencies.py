@@ -3,7 +3,7 @@ from datetime import timedelta
 
 from nameko.extensions import DependencyProvider
 
-from shared.config import ConfigError, load_settings
+from shared.config import ConfigError, settings_of
 from services.push.config import PushSettings
 from services.push import notices
 from services.push.providers import NoticeMessage, PushMessage, providers_from_settings
@@ -18,7 +18,7 @@ class PushProviders(DependencyProvider):
     """
 
     def setup(self):
-        settings = load_settings(PushSettings)
+        settings = settings_of(self.container, PushSettings)
         try:
             self.by_platform = providers_from_settings({
                 **settings,

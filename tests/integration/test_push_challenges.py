@@ -10,7 +10,7 @@ from nameko.testing.services import entrypoint_hook, entrypoint_waiter
 
 from clients.device import Device
 from harness.waiting import eventually
-from shared import config, events
+from shared import events
 from shared.clock import utcnow
 from shared.config import MongoSettings, load_settings
 from shared.mongo import connect
@@ -213,7 +213,7 @@ def test_the_push_limit_slides_no_burst_across_a_window_edge(mongo_client):
 def test_with_typed_numbers_the_device_gets_no_choices_and_the_typed_number_decides(
         monkeypatch, container_factory, rabbit_config, mongo_client):
     monkeypatch.setenv("PUSH_NUMBER_ENTRY", "type")
-    monkeypatch.setattr(config, "_loaded", {})        # settings are read once per process
+    # The container started below reads the environment when it starts (once per container).
     Listener.dispatched = []
     push = container_factory(PushService, rabbit_config)
     listener = container_factory(Listener, rabbit_config)

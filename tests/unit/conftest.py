@@ -14,17 +14,15 @@ with `return_value` / `side_effect`, which then bypasses the fake for that metho
 import copy
 import os
 import secrets as stdlib_secrets
-from unittest.mock import Mock, patch
+from unittest.mock import Mock
 
 import pytest
 from nameko.testing.services import worker_factory
 from pymongo.errors import DuplicateKeyError
 
-from shared.config import load_settings
+from shared.config import FromSettings, load_settings
 from shared.repair import Repairs
-from services.otp import dependencies as otp_dependencies
 from services.otp.config import OtpSettings
-from services.otp.dependencies import OtpConfig
 from services.otp.service import OtpService
 from services.otp.lockout import LockState
 from services.otp.storage import ACTIVE, REVOKED, OtpStorage
@@ -36,18 +34,15 @@ def otp_settings(**overrides):
     return load_settings(OtpSettings, environ=environ)
 
 
-def otp_config(**overrides):
-    """What the OtpConfig dependency hands a worker, built by OtpConfig itself: its
-    settings loaded from the test environment with `overrides`, and whatever it builds
-    from them (the SecretBox, the LockoutPolicy...), so a worker here has every
-    attribute the service's `config` has. (OtpConfig.setup() loads os.environ once per
-    process; here its load_settings reads the overridden mapping instead, never cached.)"""
-    environ = {**os.environ, **{key: str(value) for key, value in overrides.items()}}
-    provider = OtpConfig()
-    with patch.object(otp_dependencies, "load_settings",
-                      lambda schema_cls: load_settings(schema_cls, environ=environ)):
-        provider.setup()
-    return provider.get_dependency(None)
+def settings_dependencies(**overrides):
+    """The settings-built dependencies of an otp worker: `config` (the settings from the
+    test environment with `overrides`) and every FromSettings dependency of OtpService
+    (the SecretBox, the LockoutPolicy...), each built by the service's own `build`, so a
+    worker here has every settings-built attribute the running service has."""
+    settings = otp_settings(**overrides)
+    built = {name: provider.build(settings) for name, provider in vars(OtpService).items()
+             if isinstance(provider, FromSettings)}
+    return {"config": settings, **built}
 
 
 class FakeOtpStorage:
@@ -240,13 +235,13 @@ def otp_storage():
 @pytest.fixture
 def make_otp_worker():
     """make_otp_worker(**setting_overrides) -> an OtpService worker with a recording fake
-    storage, mocked dispatcher and deadline, and a real config (otp_config above)."""
+    storage, mocked dispatcher and deadline, and real settings-built dependencies (settings_dependencies above)."""
 
     def make(**overrides):
         # Both dispatchers (confirmed lifecycle events, unconfirmed login outcomes) record
         # into one mock, so tests see every event in the order it was sent.
         events_sent = Mock(name="dispatch")
-        return worker_factory(OtpService, storage=otp_storage(), config=otp_config(**overrides),
+        return worker_factory(OtpService, storage=otp_storage(), **settings_dependencies(**overrides),
                               dispatch=events_sent, dispatch_outcome=events_sent, deadline=Mock(name="deadline"))
 
     return make

@@ -3,8 +3,8 @@
 The worker comes from nameko's `worker_factory` (see conftest.py): `storage` is a Mock
 that records every call and is answered by an in-memory FakeOtpStorage starting as a
 clean database (seed it through `worker.storage.fake`), `dispatch` a Mock standing for
-the EventDispatcher, `deadline` a Mock whose check() passes, and `config` real settings,
-a real SecretBox, so secrets really are encrypted, and the real LockoutPolicy.
+the EventDispatcher, `deadline` a Mock whose check() passes, `config` real settings,
+`box` a real SecretBox, so secrets really are encrypted, and `lockout` the real LockoutPolicy.
 Settings are those of tests/conftest.py: 3 free failures, then 1 s, 2 s, ... capped at
 4 s, and a hard lock at 6 consecutive failures.
 """
@@ -43,7 +43,7 @@ CLEAN = LockState(USER, "0", 0)
 def add_authenticator(worker, device_id="dev_1", secret=None, status="active"):
     """Store one more authenticator of USER in the fake storage; its plain secret."""
     secret = secret or secrets.new_secret()
-    worker.storage.fake.seed_authenticator(device_id, USER, worker.config.box.encrypt(secret, device_id),
+    worker.storage.fake.seed_authenticator(device_id, USER, worker.box.encrypt(secret, device_id),
                                            status=status, now=utcnow())
     return secret
 
@@ -562,8 +562,8 @@ def test_an_undecryptable_secret_is_refused_and_logged_without_the_secret(make_o
     else:
         add_authenticator(worker, secret=secret)
         blob = worker.storage.fake.authenticators["dev_1"]["secret"]
-        worker.config.box = Mock(wraps=worker.config.box)
-        worker.config.box.decrypt.side_effect = ValueError("secret was encrypted with a key that is not configured")
+        worker.box = Mock(wraps=worker.box)
+        worker.box.decrypt.side_effect = ValueError("secret was encrypted with a key that is not configured")
     code = code_for(secret, current_step())
 
     with caplog.at_level(logging.ERROR, logger="services.otp.service"):
@@ -686,7 +686,7 @@ def test_activation_success(make_otp_worker):
     (stored_id, username, blob, platform, device_name, _now), _ = worker.storage.add_authenticator.call_args
     assert (stored_id, username, platform, device_name) == (device_id, USER, "poll", "Test phone")
     assert isinstance(blob, bytes) and blob != secret.encode() and secret.encode() not in blob
-    assert worker.config.box.decrypt(blob, device_id) == secret
+    assert worker.box.decrypt(blob, device_id) == secret
     assert [record["_id"] for record in worker.storage.fake.authenticators_of(USER)] == [device_id]
 
     activated = only_event(worker, "DeviceActivated")

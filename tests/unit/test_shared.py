@@ -4,6 +4,7 @@ import json
 import logging
 import os
 import uuid
+import weakref
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -13,7 +14,7 @@ from marshmallow import ValidationError
 from nameko.exceptions import RemoteError, deserialize, serialize
 
 from shared import device_keys, errors, events
-from shared.config import Boolean, CommaList, ConfigError, MongoSettings, Settings, load_settings
+from shared.config import Boolean, CommaList, ConfigError, MongoSettings, Settings, load_settings, settings_of
 from shared.fields import OtpCode, Username
 from shared.logging import RedactSecrets, redact
 from services.gateway.config import GatewaySettings
@@ -36,6 +37,20 @@ def test_values_come_from_the_given_mapping_not_os_environ():
     second = load_settings(MongoSettings, environ={"MONGO_DB_PREFIX": "two_"})
     # An explicit mapping is never cached: each call reads its own.
     assert (first["mongo_db_prefix"], second["mongo_db_prefix"]) == ("one_", "two_")
+
+
+def test_a_container_reads_its_settings_once_and_each_container_for_itself(monkeypatch):
+    class Container:
+        pass
+
+    first, second = Container(), Container()
+    monkeypatch.setenv("MONGO_DB_PREFIX", "one_")
+    # Extensions hold a weak proxy of their container (nameko's bind), as here.
+    settings = settings_of(weakref.proxy(first), MongoSettings)
+    monkeypatch.setenv("MONGO_DB_PREFIX", "two_")
+    assert settings_of(weakref.proxy(first), MongoSettings) is settings
+    assert settings["mongo_db_prefix"] == "one_"
+    assert settings_of(weakref.proxy(second), MongoSettings)["mongo_db_prefix"] == "two_"
 
 
 def test_settings_are_read_only():
