@@ -2,7 +2,7 @@
 from marshmallow import fields, validate, validates_schema, ValidationError
 
 from shared.config import CommaList, Settings
-from services.otp.secrets import SecretBox
+from services.otp.totp import SecretBox
 
 
 DAY = 24 * 3600

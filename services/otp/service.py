@@ -14,8 +14,8 @@ from shared.errors import EXPECTED_ERRORS, Expired, InvalidCredentials, Locked, 
 from shared.messaging import EventDispatcher, rpc
 from shared.mongo import MongoStorage
 from shared.validation import load_args
-from services.otp import activation_codes, secrets
-from services.otp.secrets import SecretBox
+from services.otp import activation_codes, totp
+from services.otp.totp import SecretBox
 from services.otp.config import OtpSettings
 from services.otp.lockout import LockoutPolicy
 from services.otp.schemas import ActivateArgs, ActorArgs, DeviceIdArgs, DeviceView, UsernameArgs, VerifyArgs
@@ -29,7 +29,7 @@ ACTIVATION_USED = "This activation code has already been used"
 ACTIVATION_LOCKED = "This activation code was tried wrongly too often; ask for a new one"
 # Verifying against this secret when a username has no authenticator makes an unknown
 # user cost the same time as a known one.
-_DECOY_SECRET = secrets.new_secret()
+_DECOY_SECRET = totp.new_secret()
 
 
 class OtpService:
@@ -82,7 +82,7 @@ class OtpService:
         username = self.storage.find_activation_code(code_id)["username"]
 
         device_id = f"dev_{uuid.uuid4().hex}"
-        secret = secrets.new_secret()
+        secret = totp.new_secret()
         try:
             self.storage.add_authenticator(device_id, username, self.box.encrypt(secret, device_id),
                                            args["platform"], args["device_name"], now)
@@ -99,9 +99,9 @@ class OtpService:
         return {
             "device_id": device_id,
             "username": username,
-            "otp": {"secret": secret, "digits": secrets.DIGITS, "period": secrets.PERIOD,
-                    "algorithm": secrets.ALGORITHM},
-            "otpauth_uri": secrets.provisioning_uri(secret, username, self.config["issuer"]),
+            "otp": {"secret": secret, "digits": totp.DIGITS, "period": totp.PERIOD,
+                    "algorithm": totp.ALGORITHM},
+            "otpauth_uri": totp.provisioning_uri(secret, username, self.config["issuer"]),
         }
 
     def _check_activation_code(self, text, now):
@@ -147,9 +147,9 @@ class OtpService:
 
         authenticators = self.storage.authenticators_of(username)
         if not authenticators:
-            secrets.matching_step(_DECOY_SECRET, code, now)
+            totp.matching_step(_DECOY_SECRET, code, now)
         for authenticator in authenticators:
-            step = secrets.matching_step(self._secret_of(authenticator), code, now)
+            step = totp.matching_step(self._secret_of(authenticator), code, now)
             if step is None:
                 continue
             self._refuse_if_locked_meanwhile(state, now, source)
@@ -213,10 +213,10 @@ class OtpService:
         except events.ValidationError:
             log.error("dropping malformed LoginAbandoned event")
             return
-        current = secrets.time_step(utcnow())
+        current = totp.time_step(utcnow())
         released = sum(self.storage.release_step(authenticator["_id"], step, event["attempt_id"])
                        for authenticator in self.storage.authenticators_of(event["username"])
-                       for step in range(current - secrets.RELEASE_LOOKBACK_STEPS, current + secrets.WINDOW + 1))
+                       for step in range(current - totp.RELEASE_LOOKBACK_STEPS, current + totp.WINDOW + 1))
         log.info("a login of %s was abandoned (%s): %s", event["username"], event["reason"],
                  "its code released" if released else "no code of it was accepted")
 

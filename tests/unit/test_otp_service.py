@@ -27,7 +27,7 @@ from shared.clock import utcnow
 from shared.errors import (
     Expired, InvalidCredentials, Locked, NotFound, Unavailable, ValidationFailed,
 )
-from services.otp import activation_codes, secrets
+from services.otp import activation_codes, totp
 from services.otp.lockout import HARD_LOCKED, LockState
 from services.otp.service import ACTIVATION_USED, WRONG_ACTIVATION, WRONG_CODE
 from services.otp.storage import OtpStorage
@@ -42,7 +42,7 @@ CLEAN = LockState(USER, "0", 0)
 
 def add_authenticator(worker, device_id="dev_1", secret=None, status="active"):
     """Store one more authenticator of USER in the fake storage; its plain secret."""
-    secret = secret or secrets.new_secret()
+    secret = secret or totp.new_secret()
     worker.storage.fake.seed_authenticator(device_id, USER, worker.box.encrypt(secret, device_id),
                                            status=status, now=utcnow())
     return secret
@@ -66,11 +66,11 @@ def seed_and_read(worker, failures, at):
 
 def current_step():
     """The TOTP time step of now (what verify() compares against, ±1)."""
-    return int(time.time()) // secrets.PERIOD
+    return int(time.time()) // totp.PERIOD
 
 
 def code_for(secret, step):
-    return secrets.totp(secret).generate_otp(step)
+    return totp.generator(secret).generate_otp(step)
 
 
 def wrong_code_for(secret):
@@ -116,7 +116,7 @@ def foreign_key():
 
 
 def otp_box(key):
-    return secrets.SecretBox([key])
+    return totp.SecretBox([key])
 
 
 # -- the fake storage keeps the real storage's interface ------------------------------
@@ -555,7 +555,7 @@ def test_an_undecryptable_secret_is_refused_and_logged_without_the_secret(make_o
     # A key was removed from OTP_ENCRYPTION_KEYS while a device's secret still uses it:
     # an ordinary refusal for the user, an error naming the device for the operator.
     worker = make_otp_worker()
-    secret = secrets.new_secret()
+    secret = totp.new_secret()
     if break_it == "key removed from the ring":
         blob = otp_box(foreign_key()).encrypt(secret, "dev_1")
         worker.storage.fake.seed_authenticator("dev_1", USER, blob)
@@ -587,7 +587,7 @@ def test_an_undecryptable_secret_is_refused_and_logged_without_the_secret(make_o
 
 def test_an_undecryptable_secret_does_not_stop_the_other_devices(make_otp_worker, caplog):
     worker = make_otp_worker()
-    worker.storage.fake.seed_authenticator("dev_1", USER, otp_box(foreign_key()).encrypt(secrets.new_secret(),
+    worker.storage.fake.seed_authenticator("dev_1", USER, otp_box(foreign_key()).encrypt(totp.new_secret(),
                                                                                          "dev_1"))
     second = add_authenticator(worker, "dev_2")
 

@@ -19,7 +19,7 @@ from shared.fields import OtpCode, Username
 from shared.logging import RedactSecrets, redact
 from services.gateway.config import GatewaySettings
 from services.otp.config import OtpSettings
-from services.otp.secrets import generate_key
+from services.otp.totp import generate_key
 
 ADMIN_TOKEN = "a" * 32
 

@@ -1,4 +1,8 @@
-"""OTP secrets: generation, 10-digit TOTP matching, and encryption at rest.
+"""TOTP (the device secrets behind the 10-digit codes): generation, code matching, and
+encryption at rest.
+
+(Named totp, not secrets: a module named like the standard library's `secrets` shadows
+it for its neighbours.)
 
 TOTP per RFC 6238 with pyotp: 10 digits, 30-second steps, HMAC-SHA1 (what authenticator
 apps implement), a window of one step either side. `matching_step` returns the step a
@@ -26,7 +30,8 @@ def new_secret():
     return pyotp.random_base32(length=SECRET_BASE32_LENGTH)
 
 
-def totp(secret):
+def generator(secret):
+    """The TOTP generator of `secret` with this service's parameters."""
     return pyotp.TOTP(secret, digits=DIGITS, interval=PERIOD)
 
 
@@ -41,18 +46,18 @@ def time_step(now):
 
 def matching_step(secret, code, now):
     """The time step in now±WINDOW whose code equals `code`, else None (constant-time compare)."""
-    generator = totp(secret)
-    current = generator.timecode(now)
+    totp = generator(secret)
+    current = totp.timecode(now)
     matched = None
     for step in range(current - WINDOW, current + WINDOW + 1):
         # Compare every candidate, not stopping at a match, so timing says nothing.
-        if hmac.compare_digest(generator.generate_otp(step), code):
+        if hmac.compare_digest(totp.generate_otp(step), code):
             matched = step
     return matched
 
 
 def provisioning_uri(secret, username, issuer):
-    return totp(secret).provisioning_uri(name=username, issuer_name=issuer)
+    return generator(secret).provisioning_uri(name=username, issuer_name=issuer)
 
 
 class SecretBox:
