@@ -29,11 +29,12 @@ test: $(STAMP)
 	@scripts/install-browser.sh
 	@$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
 
-# Two JSON reports: login throughput (bench.py), then the push round trip through the
-# local APNs server (bench_push.py, on a stack of its own next to the `make up` one).
-bench: up
-	@source <(scripts/stack.sh env --raw) && $(VENV)/bin/python scripts/bench.py $(BENCH_ARGS) \
-		&& $(VENV)/bin/python scripts/bench_push.py $(BENCH_PUSH_ARGS)
+# One JSON report: code logins (successful, failed, throttled) and the push round trip,
+# with CPU-ms and storage commands per login per process, on a system of its own
+# (private RabbitMQ + FerretDB, the local APNs server, the services): scripts/bench.py.
+bench: $(STAMP)
+	@scripts/infra.sh build-ferretdb
+	@$(VENV)/bin/python scripts/bench.py $(BENCH_ARGS)
 
 # Faults injected one after another under load, on a stack and servers of its own
 # (scripts/chaos.py); prints a table and fails when a fault costs a 5xx, a login or > 5 s.

@@ -56,10 +56,12 @@ class Stack:
 
     `env` holds the services' settings (database prefix, broker URI, secrets, ...). A
     process is named `service-index` (otp-1, otp-2, push-1, audit-1, gateway-1) and logs to
-    `log_dir/name.log`.
+    `log_dir/name.log`. `root` is the checkout whose services run (another commit's, to
+    measure before and after with one harness: `scripts/bench.py --code-root`).
     """
 
-    def __init__(self, env, log_dir, otp_instances=2, push_instances=1):
+    def __init__(self, env, log_dir, otp_instances=2, push_instances=1, root=ROOT):
+        self.root = Path(root)
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.admin_token = env["MYCEPA_ADMIN_TOKEN"]
@@ -85,7 +87,7 @@ class Stack:
         log = open(self.log_dir / f"{name}.log", "ab")
         self.processes[name] = subprocess.Popen(
             [sys.executable, "-m", "shared.run", "--config", "config/nameko.yaml", f"services.{service}.service"],
-            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+            cwd=self.root, env=env, stdout=log, stderr=subprocess.STDOUT)
 
     def add_gateway(self, **settings):
         """One more gateway instance of this stack, on a port of its own and with
@@ -124,6 +126,10 @@ class Stack:
                 return
             time.sleep(0.3)
         raise RuntimeError(f"stack not ready in {timeout}s; logs in {self.log_dir}")
+
+    def pids(self):
+        """{name: pid} of the processes running now."""
+        return {name: process.pid for name, process in self.processes.items() if process.poll() is None}
 
     def exited(self):
         """{name: exit code} of the processes that are no longer running."""

@@ -5,7 +5,8 @@
 #   scripts/infra.sh up | down | status
 #   scripts/infra.sh start|stop rabbitmq|mongo     one server (fault injection: make chaos)
 # A second, private pair (the fault tests, make chaos) runs beside the first with its own
-# MYCEPA_DATA, RABBIT_PORT, RABBIT_MGMT_PORT, RABBIT_DIST_PORT, RABBITMQ_NODENAME, MONGO_PORT.
+# MYCEPA_DATA, RABBIT_PORT, RABBIT_MGMT_PORT, RABBIT_DIST_PORT, RABBITMQ_NODENAME, MONGO_PORT,
+# MONGO_DEBUG_PORT (FerretDB's Prometheus metrics at /debug/metrics: its commands per kind).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -19,6 +20,7 @@ RABBIT_PORT=${RABBIT_PORT:-5672}
 RABBIT_MGMT_PORT=${RABBIT_MGMT_PORT:-15672}
 RABBIT_DIST_PORT=${RABBIT_DIST_PORT:-25672}
 MONGO_PORT=${MONGO_PORT:-27017}
+MONGO_DEBUG_PORT=${MONGO_DEBUG_PORT:-28017}
 export RABBITMQ_NODENAME=${RABBITMQ_NODENAME:-mycepa@localhost}
 mkdir -p "$LOGS" "$RUN"
 
@@ -125,7 +127,7 @@ ferret_up() {
   build_ferretdb
   mkdir -p "$DATA/ferretdb"
   nohup "$FERRETDB_BIN" --handler=sqlite --sqlite-url="file:$DATA/ferretdb/" --state-dir="$DATA/ferretdb" \
-    --listen-addr="127.0.0.1:$MONGO_PORT" --debug-addr=127.0.0.1:0 --telemetry=disable --log-level=WARN \
+    --listen-addr="127.0.0.1:$MONGO_PORT" --debug-addr=127.0.0.1:$MONGO_DEBUG_PORT --telemetry=disable --log-level=WARN \
     >> "$LOGS/ferretdb.log" 2>&1 &
   echo $! > "$RUN/ferretdb.pid"
   for _ in $(seq 1 100); do listening "$MONGO_PORT" && break; sleep 0.1; done

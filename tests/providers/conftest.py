@@ -1,6 +1,6 @@
 """Fixtures of the provider tests: test keys, the local APNs/FCM servers, providers aimed at them.
 
-The servers run in one process for the whole session (`servers.py`); each test starts
+The servers run in one process for the whole session (`harness/providers.py`); each test starts
 from a clean slate (no scripts, no recorded requests, no issued access tokens).
 """
 import json
@@ -8,11 +8,10 @@ import time
 from datetime import datetime, timedelta, timezone
 
 import pytest
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from services.push.providers import APNsProvider, FCMProvider, PushMessage, RetryPolicy
-from tests.providers.servers import APNS_TOPIC, FCM_PROJECT, ProviderServers, make_tls
+from harness.providers import APNS_TOPIC, FCM_PROJECT, ProviderServers, make_tls, pem_private, pem_public
 
 APNS_KEY_ID = "ABC123DEFG"
 APNS_TEAM_ID = "DEF123GHIJ"
@@ -21,16 +20,6 @@ FCM_KEY_ID = "0123456789abcdef0123456789abcdef01234567"
 
 # Small backoff so retries take milliseconds; four attempts as in production.
 FAST_RETRY = RetryPolicy(max_attempts=4, backoff_base=0.01, backoff_max=0.05, retry_after_max=0.5)
-
-
-def _pem_private(key):
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                             serialization.NoEncryption()).decode()
-
-
-def _pem_public(key):
-    return key.public_key().public_bytes(serialization.Encoding.PEM,
-                                         serialization.PublicFormat.SubjectPublicKeyInfo).decode()
 
 
 @pytest.fixture(scope="session")
@@ -49,8 +38,8 @@ def provider_servers(tmp_path_factory, apns_key, fcm_key):
     tls = make_tls(directory)
     servers = ProviderServers(
         directory, tls,
-        apns_keys={APNS_KEY_ID: {"team_id": APNS_TEAM_ID, "public_key_pem": _pem_public(apns_key)}},
-        fcm_accounts={FCM_CLIENT_EMAIL: {"key_id": FCM_KEY_ID, "public_key_pem": _pem_public(fcm_key)}})
+        apns_keys={APNS_KEY_ID: {"team_id": APNS_TEAM_ID, "public_key_pem": pem_public(apns_key)}},
+        fcm_accounts={FCM_CLIENT_EMAIL: {"key_id": FCM_KEY_ID, "public_key_pem": pem_public(fcm_key)}})
     servers.start()
     yield servers
     servers.stop()
@@ -67,7 +56,7 @@ def service_account_info(fcm_key):
     """A service-account file as the Firebase console hands it out, minus the token_uri."""
     return {
         "type": "service_account", "project_id": FCM_PROJECT, "private_key_id": FCM_KEY_ID,
-        "private_key": _pem_private(fcm_key), "client_email": FCM_CLIENT_EMAIL, "client_id": "100000000000000000001",
+        "private_key": pem_private(fcm_key), "client_email": FCM_CLIENT_EMAIL, "client_id": "100000000000000000001",
         "auth_uri": "https://accounts.google.com/o/oauth2/auth", "token_uri": "https://oauth2.googleapis.com/token",
     }
 
@@ -104,7 +93,7 @@ def make_apns(servers, apns_key, sleeps):
     made = []
 
     def make(**overrides):
-        options = {"key_pem": _pem_private(apns_key), "key_id": APNS_KEY_ID, "team_id": APNS_TEAM_ID,
+        options = {"key_pem": pem_private(apns_key), "key_id": APNS_KEY_ID, "team_id": APNS_TEAM_ID,
                    "topic": APNS_TOPIC, "base_url": servers.url("apns"), "verify": servers.tls.ca,
                    "retry": FAST_RETRY, "sleep": sleeps, "timeout": 5.0, **overrides}
         provider = APNsProvider(**options)

@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from services.push.providers import APNsProvider, RetryPolicy
 from tests.providers.conftest import APNS_KEY_ID, APNS_TEAM_ID, FakeClock
-from tests.providers.servers import APNS_TOPIC
+from harness.providers import APNS_TOPIC
 
 TOKEN = "a1b2c3d4e5f6" + "0" * 52  # 64 hex digits, the shape of a device token
 

@@ -10,7 +10,7 @@ from services.push.providers import (APNsProvider, FCMProvider, PushMessage, Ret
                                      providers_from_settings)
 from services.push.providers.base import parse_retry_after, token_hint
 from tests.providers.conftest import APNS_KEY_ID, APNS_TEAM_ID
-from tests.providers.servers import APNS_TOPIC, FCM_PROJECT
+from harness.providers import APNS_TOPIC, FCM_PROJECT
 
 
 @pytest.fixture

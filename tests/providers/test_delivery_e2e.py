@@ -10,8 +10,8 @@ import requests
 
 from clients.device import Device, GatewayError, answer_challenge, pending_challenges, update_push_token
 from tests.conftest import TEST_ENV, Stack
-from tests.providers.conftest import APNS_KEY_ID, APNS_TEAM_ID, _pem_private
-from tests.providers.servers import APNS_TOPIC
+from harness.providers import APNS_TOPIC, pem_private
+from tests.providers.conftest import APNS_KEY_ID, APNS_TEAM_ID
 
 pytestmark = pytest.mark.e2e
 
@@ -21,7 +21,7 @@ def delivery(provider_servers, apns_key, service_account_info, broker_admin, mon
              tmp_path_factory):
     """A stack of its own (vhost, databases), delivering through the local providers."""
     directory = tmp_path_factory.mktemp("delivery")
-    (directory / "apns.p8").write_text(_pem_private(apns_key))
+    (directory / "apns.p8").write_text(pem_private(apns_key))
     (directory / "fcm.json").write_text(json.dumps(service_account_info))
     vhost = f"mycepa-test-{secrets.token_hex(4)}-delivery"
     stack = Stack({**TEST_ENV, "AMQP_URI": broker_admin.create_vhost(vhost),

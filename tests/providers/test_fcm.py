@@ -10,7 +10,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from services.push.providers import FCMProvider
 from tests.providers.conftest import FCM_CLIENT_EMAIL, FCM_KEY_ID, FakeClock
-from tests.providers.servers import FCM_PROJECT, FCM_SCOPE, GOOGLE_TOKEN_AUDIENCE
+from harness.providers import FCM_PROJECT, FCM_SCOPE, GOOGLE_TOKEN_AUDIENCE
 
 TOKEN = "dXk3bV9mY21fdG9rZW4:APA91bH" + "x" * 120  # the shape of an FCM registration token
 

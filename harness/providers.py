@@ -1,6 +1,6 @@
 """Local APNs and FCM servers speaking the providers' protocols over TLS + HTTP/2.
 
-The servers run in their own process (`python -m tests.providers.servers CONFIG`):
+The servers run in their own process (`python -m harness.providers CONFIG`):
 hypercorn serves two small ASGI apps on 127.0.0.1, each on a socket bound to port 0, and
 prints `{"apns": port, "fcm": port}` once they listen. A process of its own keeps their
 asyncio loop away from the eventlet-patched test process.
@@ -104,6 +104,20 @@ def make_tls(directory):
     return files
 
 
+def pem_private(key):
+    """A test key's private half as PEM (PKCS#8): what the push service is given."""
+    from cryptography.hazmat.primitives import serialization
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                             serialization.NoEncryption()).decode()
+
+
+def pem_public(key):
+    """Its public half as PEM: what these servers check signatures with."""
+    from cryptography.hazmat.primitives import serialization
+    return key.public_key().public_bytes(serialization.Encoding.PEM,
+                                         serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+
+
 class ProviderServers:
     """The server process, started with the public halves of the test keys."""
 
@@ -127,7 +141,7 @@ class ProviderServers:
         self.log_path = self.directory / "servers.log"
         log = open(self.log_path, "wb")
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
-        self.process = subprocess.Popen([sys.executable, "-m", "tests.providers.servers", str(config_path)],
+        self.process = subprocess.Popen([sys.executable, "-m", "harness.providers", str(config_path)],
                                         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=log)
         log.close()
         line = self.process.stdout.readline()
