@@ -1,4 +1,10 @@
-"""Field types of the public contracts that more than one service validates."""
+"""Field types of the public contracts that more than one service validates.
+
+The gateway checks a device's HTTP body and the service it calls checks the RPC's
+arguments again (RPC callers are not only the gateway), with fields of the same types
+from here, so the two never disagree on what a well-formed value is. A schema adds its
+own `metadata` (the OpenAPI description) and `required` / defaults.
+"""
 from marshmallow import fields, validate
 
 # A werkboeknummer: letters, digits and . _ - ; no spaces, no Mongo operators.
@@ -55,3 +61,61 @@ class StrictBoolean(fields.Boolean):
         if not isinstance(value, bool):
             raise self.make_error("invalid")
         return value
+
+
+class _CheckedString(StrictString):
+    """A StrictString with the check its type names (`check`, a marshmallow validator)."""
+    check = None
+
+    def __init__(self, **kwargs):
+        super().__init__(validate=self.check, **kwargs)
+
+
+class RecordId(_CheckedString):
+    """A device, challenge or request id (the gateway's openapi.py documents the same
+    bounds for such ids in a path)."""
+    check = validate.Length(min=1, max=64)
+
+
+class Signature(_CheckedString):
+    """A device's base64 DER ECDSA signature (shared/device_keys.py checks it)."""
+    check = validate.Length(min=1, max=256)
+
+
+class PushToken(_CheckedString):
+    """An APNs or FCM registration token."""
+    check = validate.Length(min=1, max=4096)
+
+
+class Decision(_CheckedString):
+    check = validate.OneOf(["approve", "deny"])
+
+
+class PickedNumber(_CheckedString):
+    """The two-digit number picked or typed on the phone ('' with a deny)."""
+    check = validate.Regexp(r"^([0-9]{2})?\Z")
+
+
+class ActivationCode(_CheckedString):
+    """An activation code as a device sends it (its own checks are otp's: activation_codes.py)."""
+    check = validate.Length(min=1, max=64)
+
+
+class PublicKeyPem(_CheckedString):
+    """A device's public key, PEM (shared/device_keys.py `load_public_key` checks it)."""
+    check = validate.Length(max=1024)
+
+
+class Platform(_CheckedString):
+    check = validate.OneOf(PLATFORMS)
+
+
+class DeviceName(_CheckedString):
+    check = validate.Length(min=1, max=64)
+
+
+class UnixSeconds(StrictInteger):
+    """A device's clock reading, unix seconds; bounded so no arithmetic on it can overflow."""
+
+    def __init__(self, **kwargs):
+        super().__init__(validate=validate.Range(min=0, max=2 ** 40), **kwargs)

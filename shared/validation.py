@@ -1,7 +1,8 @@
 """Validation of RPC arguments at a service's boundary, one way for every service."""
-from marshmallow import RAISE, Schema, ValidationError
+from marshmallow import RAISE, Schema, ValidationError, validate
 
 from shared.errors import ValidationFailed
+from shared.fields import StrictString, Username
 
 
 class StrictSchema(Schema):
@@ -9,6 +10,16 @@ class StrictSchema(Schema):
 
     class Meta:
         unknown = RAISE
+
+
+class UsernameArgs(StrictSchema):
+    username = Username(required=True)
+
+
+class LoginSource(StrictSchema):
+    """Where a login came from (the gateway's view), for the events it causes."""
+    ip = StrictString(required=True, validate=validate.Length(max=64))
+    user_agent = StrictString(required=True, validate=validate.Length(max=512))
 
 
 def load_args(schema_cls, **arguments):

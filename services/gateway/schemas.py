@@ -2,7 +2,8 @@
 from marshmallow import Schema, ValidationError, fields, validate
 
 from shared.events import EVENT_TYPES
-from shared.fields import PLATFORMS, OtpCode, StrictBoolean, StrictInteger, StrictString, Username
+from shared.fields import (ActivationCode, Decision, DeviceName, OtpCode, PickedNumber, Platform, PublicKeyPem,
+                           PushToken, RecordId, Signature, StrictBoolean, StrictString, UnixSeconds, Username)
 
 
 class ErrorBody(Schema):
@@ -110,13 +111,11 @@ class CredentialRevoked(Schema):
 
 
 class ActivateRequest(Schema):
-    activation_code = StrictString(required=True, validate=validate.Length(min=1, max=64))
-    public_key = StrictString(required=True, validate=validate.Length(max=1024),
-                              metadata={"description": "PEM SubjectPublicKeyInfo of an EC P-256 key"})
-    platform = StrictString(required=True, validate=validate.OneOf(PLATFORMS))
-    push_token = StrictString(load_default=None, allow_none=True, validate=validate.Length(min=1, max=4096),
-                              metadata={"description": "required for ios and android"})
-    device_name = StrictString(required=True, validate=validate.Length(min=1, max=64))
+    activation_code = ActivationCode(required=True)
+    public_key = PublicKeyPem(required=True, metadata={"description": "PEM SubjectPublicKeyInfo of an EC P-256 key"})
+    platform = Platform(required=True)
+    push_token = PushToken(load_default=None, allow_none=True, metadata={"description": "required for ios and android"})
+    device_name = DeviceName(required=True)
 
 
 class OtpParameters(Schema):
@@ -197,15 +196,14 @@ class PushRequestStatus(Schema):
 
 
 class SignedPoll(Schema):
-    timestamp = StrictInteger(required=True, validate=validate.Range(min=0, max=2 ** 40),
-                              metadata={"description": "unix seconds, ±60 s"})
-    signature = StrictString(required=True, validate=validate.Length(min=1, max=256),
-                             metadata={"description": "base64 DER ECDSA over mycepa-poll-v1|device_id|timestamp"})
+    timestamp = UnixSeconds(required=True, metadata={"description": "unix seconds, ±60 s"})
+    signature = Signature(required=True,
+                          metadata={"description": "base64 DER ECDSA over mycepa-poll-v1|device_id|timestamp"})
 
 
 class PushTokenUpdate(SignedPoll):
-    push_token = StrictString(required=True, validate=validate.Length(min=1, max=4096),
-                              metadata={"description": "signature over mycepa-token-v1|device_id|timestamp|push_token"})
+    push_token = PushToken(required=True,
+                           metadata={"description": "signature over mycepa-token-v1|device_id|timestamp|push_token"})
 
 
 class ChallengeContext(Schema):
@@ -239,13 +237,11 @@ class DeviceChallenges(Schema):
 
 
 class ChallengeAnswer(Schema):
-    device_id = StrictString(required=True, validate=validate.Length(min=1, max=64))
-    decision = StrictString(required=True, validate=validate.OneOf(["approve", "deny"]))
-    number = StrictString(required=True, validate=validate.Regexp(r"^([0-9]{2})?\Z"),
-                          metadata={"description": "the number picked on the phone ('' for deny)"})
-    signature = StrictString(required=True, validate=validate.Length(min=1, max=256),
-                             metadata={"description": "base64 DER ECDSA over "
-                                                      "mycepa-push-v1|challenge_id|nonce|decision|number"})
+    device_id = RecordId(required=True)
+    decision = Decision(required=True)
+    number = PickedNumber(required=True, metadata={"description": "the number picked on the phone ('' for deny)"})
+    signature = Signature(required=True, metadata={"description": "base64 DER ECDSA over "
+                                                                  "mycepa-push-v1|challenge_id|nonce|decision|number"})
     fraud = StrictBoolean(load_default=False, metadata={"description": "deny and report as fraud"})
 
 

@@ -6,18 +6,9 @@ boundary, because RPC callers are not only the gateway.
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
 from shared.device_keys import load_public_key
-from shared.fields import PLATFORMS, OtpCode, StrictString, Username
-from shared.validation import StrictSchema
-
-
-class UsernameArgs(StrictSchema):
-    username = Username(required=True)
-
-
-class SourceArgs(StrictSchema):
-    """Where the login came from (the gateway's view), for the events it causes."""
-    ip = StrictString(required=True, validate=validate.Length(max=64))
-    user_agent = StrictString(required=True, validate=validate.Length(max=512))
+from shared.fields import (ActivationCode, DeviceName, OtpCode, Platform, PublicKeyPem, PushToken, RecordId,
+                           StrictString, Username)
+from shared.validation import LoginSource, StrictSchema, UsernameArgs
 
 
 # The admin credential's name, for the events of what an administrator does.
@@ -32,15 +23,15 @@ class VerifyArgs(StrictSchema):
     username = Username(required=True)
     code = OtpCode(required=True)
     attempt_id = StrictString(load_default=None, allow_none=True, validate=validate.Regexp(r"^[0-9a-f]{32}\Z"))
-    source = fields.Nested(SourceArgs, load_default=None, allow_none=True)
+    source = fields.Nested(LoginSource, load_default=None, allow_none=True)
 
 
 class ActivateArgs(StrictSchema):
-    activation_code = StrictString(required=True, validate=validate.Length(min=1, max=64))
-    public_key = StrictString(required=True, validate=validate.Length(max=1024))
-    platform = StrictString(required=True, validate=validate.OneOf(PLATFORMS))
-    push_token = StrictString(load_default=None, allow_none=True, validate=validate.Length(min=1, max=4096))
-    device_name = StrictString(required=True, validate=validate.Length(min=1, max=64))
+    activation_code = ActivationCode(required=True)
+    public_key = PublicKeyPem(required=True)
+    platform = Platform(required=True)
+    push_token = PushToken(load_default=None, allow_none=True)
+    device_name = DeviceName(required=True)
 
     @validates_schema
     def check_key_and_token(self, data, **kwargs):
@@ -53,7 +44,7 @@ class ActivateArgs(StrictSchema):
 
 
 class DeviceIdArgs(StrictSchema):
-    device_id = StrictString(required=True, validate=validate.Length(min=1, max=64))
+    device_id = RecordId(required=True)
     reason = StrictString(load_default="admin", validate=validate.OneOf(["admin", "user", "replaced"]))
     actor = _actor
 

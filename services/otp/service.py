@@ -13,12 +13,12 @@ from shared.deadline import Deadline
 from shared.errors import EXPECTED_ERRORS, Expired, InvalidCredentials, Locked, NotFound, Unavailable
 from shared.messaging import EventDispatcher, rpc
 from shared.mongo import MongoStorage
-from shared.validation import load_args
+from shared.validation import UsernameArgs, load_args
 from services.otp import activation_codes, totp
 from services.otp.totp import SecretBox
 from services.otp.config import OtpSettings
 from services.otp.lockout import LockoutPolicy
-from services.otp.schemas import ActivateArgs, ActorArgs, DeviceIdArgs, DeviceView, UsernameArgs, VerifyArgs
+from services.otp.schemas import ActivateArgs, ActorArgs, DeviceIdArgs, DeviceView, VerifyArgs
 from services.otp.storage import OtpStorage
 
 log = logging.getLogger(__name__)

@@ -31,13 +31,13 @@ from shared.errors import (
 )
 from shared.messaging import EventDispatcher, consume_events, rpc
 from shared.mongo import MongoStorage
-from shared.validation import load_args
+from shared.validation import UsernameArgs, load_args
 from services.push import challenges, notices
 from services.push.challenges import signature_id
 from services.push.config import PushSettings
 from services.push.dependencies import PushProviders
 from services.push.expiry import ExpiryClock
-from services.push.schemas import LoginRequestArgs, PollArgs, ResponseArgs, StatusArgs, TokenArgs, UsernameArgs
+from services.push.schemas import LoginRequestArgs, PollArgs, ResponseArgs, StatusArgs, TokenArgs
 from services.push.storage import ACTIVE, PushStorage
 
 log = logging.getLogger(__name__)

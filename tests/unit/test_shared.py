@@ -17,7 +17,10 @@ from shared import device_keys, errors, events
 from shared.config import Boolean, CommaList, ConfigError, MongoSettings, Settings, load_settings, settings_of
 from shared.fields import OtpCode, Username
 from shared.logging import RedactSecrets, redact
+from services.gateway import schemas as http_schemas
 from services.gateway.config import GatewaySettings
+from services.otp import schemas as otp_schemas
+from services.push import schemas as push_schemas
 from services.otp.config import OtpSettings
 from services.otp.totp import generate_key
 
@@ -183,6 +186,34 @@ def test_a_trailing_newline_is_not_part_of_a_valid_username_or_code(value):
     field = Username() if value.startswith("W") else OtpCode()
     with pytest.raises(ValidationError):
         field.deserialize(value)
+
+
+# A device's HTTP body (the gateway's schema) and the RPC arguments it becomes (the
+# service's schema), for every field they share: both must accept and refuse alike.
+_PROBES = ["", "x", "12", "1", "12\n", "approve", "deny", "ios", "poll", "nope", *("x" * n for n in (
+    64, 65, 256, 257, 512, 513, 1024, 1025, 4096, 4097)), 0, -1, 2 ** 40, 2 ** 40 + 1, 1.5, True, None, b"x"]
+
+
+@pytest.mark.parametrize("http_schema, rpc_schema", [
+    (http_schemas.SignedPoll, push_schemas.PollArgs),
+    (http_schemas.PushTokenUpdate, push_schemas.TokenArgs),
+    (http_schemas.ChallengeAnswer, push_schemas.ResponseArgs),
+    (http_schemas.ActivateRequest, otp_schemas.ActivateArgs),
+])
+def test_the_gateway_and_the_service_it_calls_check_a_device_field_alike(http_schema, rpc_schema):
+    def accepts(field, value):
+        try:
+            field.deserialize(value)
+            return True
+        except ValidationError:
+            return False
+
+    http_fields, rpc_fields = http_schema().fields, rpc_schema().fields
+    shared_names = set(http_fields) & set(rpc_fields)
+    assert shared_names
+    for name in shared_names:
+        assert ([accepts(http_fields[name], value) for value in _PROBES]
+                == [accepts(rpc_fields[name], value) for value in _PROBES]), name
 
 
 # -- shared/events.py --------------------------------------------------------------------
