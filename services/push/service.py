@@ -215,7 +215,7 @@ class PushService:
         now = utcnow()
         outcome, reason = _outcome_of(args, request)
         fraud = args["fraud"] and outcome == challenges.DENIED
-        answer = (self.storage.claim_answer(request["challenge_id"], outcome, device["_id"], fraud, now, reason)
+        answer = (self.storage.claim_answer(request, outcome, device["_id"], fraud, now, reason)
                   if request["expires_at"] > now else None)
         if answer is None:
             answer = self.storage.find_answer(request["challenge_id"]) or self._expire_if_due(request)
@@ -260,7 +260,7 @@ class PushService:
         now = utcnow()
         if challenges.outcome_of(request, None, now) != challenges.EXPIRED:
             return None
-        answer = self.storage.claim_answer(request["challenge_id"], challenges.EXPIRED, None, False, now)
+        answer = self.storage.claim_answer(request, challenges.EXPIRED, None, False, now)
         if answer is None:
             return self.storage.find_answer(request["challenge_id"])
         self._announce(request, answer)

@@ -10,9 +10,10 @@ by `_id`, and whatever must happen once is a unique insert.
   (n - limit)-th is older than the window); its request and challenge ids carry n.
 - `request_heads` {_id: username, last, at}: where a user's numbering is (a hint: a
   number taken past it only makes the next insert collide and move on).
-- `answers` {_id: challenge_id}: the one answer (approve, deny or expiry) a request gets.
+- `answers` {_id: challenge_id, request}: the one answer (approve, deny or expiry) a
+  request gets; `request` is that request's `_id`, so the backstop finds it by `_id`.
   There is no status field to keep in step: a request's outcome is its answer, or its
-  expiry (services/push/logins.py `outcome_of`, the one place that decides).
+  expiry (services/push/challenges.py `outcome_of`, the one place that decides).
 - `fraud_blocks` {_id: username}: push is refused until an admin clears it.
 - `notices` {_id: event_id, username, kind, occurred_at, context}, `notice_boxes`
   {_id: username, notice_ids}, `notices_seen` {_id: "device#notice"}: security notices,
@@ -126,10 +127,12 @@ class PushStorage(Storage):
     def find_answer(self, challenge_id):
         return self.db.answers.find_one({"_id": challenge_id})
 
-    def claim_answer(self, challenge_id, outcome, device_id, fraud, now, reason=None):
-        """The request's one answer (approve, deny or expiry), for exactly one of any
-        racing answers: the answer stored, or None when another came first."""
-        answer = {"outcome": outcome, "device_id": device_id, "fraud": fraud, "reason": reason, "at": now}
+    def claim_answer(self, request, outcome, device_id, fraud, now, reason=None):
+        """The one answer (approve, deny or expiry) of `request` (its stored document), for
+        exactly one of any racing answers: the answer stored, or None when another came first."""
+        answer = {"request": request["_id"], "outcome": outcome, "device_id": device_id, "fraud": fraud,
+                  "reason": reason, "at": now}
+        challenge_id = request["challenge_id"]
         return {"_id": challenge_id, **answer} if self.claim("answers", challenge_id, **answer) else None
 
     def mark_announced(self, challenge_id):
@@ -142,7 +145,10 @@ class PushStorage(Storage):
         found = []
         for answer in list(self.db.answers.find({"announced": {"$ne": True},
                                                  "at": {"$lt": now - timedelta(seconds=grace_seconds)}})):
-            request = self.db.requests.find_one({"challenge_id": answer["_id"]})
+            # By `_id` (a query on challenge_id would scan the collection). An answer stored
+            # before answers named their request has no `request` and is skipped: at most
+            # an hour's unannounced leftovers of a process that died, purged after that.
+            request = self.db.requests.find_one({"_id": answer["request"]}) if "request" in answer else None
             if request is not None:
                 found.append((answer, request))
         return found

@@ -4,9 +4,11 @@ import time
 import uuid
 from datetime import timedelta
 
+import pymongo
 import pytest
 from nameko.standalone.events import event_dispatcher
 from nameko.testing.services import entrypoint_hook, entrypoint_waiter
+from pymongo import monitoring
 
 from clients.device import Device
 from harness.waiting import eventually
@@ -133,8 +135,9 @@ def test_an_answer_recorded_by_a_process_that_died_is_finished_by_the_devices_re
     challenge = polled(push, device)[0]
     # The answer was claimed, then the process died: no event, the answer not announced.
     db = service_db(mongo_client, "push")
-    db.answers.insert_one({"_id": challenge["challenge_id"], "outcome": "approved", "device_id": device.device_id,
-                           "fraud": False, "reason": None, "at": utcnow()})
+    stored = db.requests.find_one({"request_id": request["request_id"]})
+    db.answers.insert_one({"_id": challenge["challenge_id"], "request": stored["_id"], "outcome": "approved",
+                           "device_id": device.device_id, "fraud": False, "reason": None, "at": utcnow()})
     assert polled(push, device) == []
 
     def answer():
@@ -167,9 +170,9 @@ def test_what_a_stopped_process_left_is_settled_by_the_backstop(with_outcomes, m
     db.requests.update_one({"request_id": forgotten["request_id"]}, {"$set": {"expires_at": long_ago}})
     push_expiry = next(d for d in push.dependencies if d.attr_name == "expiry")
     push_expiry.setup()
-    challenge_id = db.requests.find_one({"request_id": unannounced["request_id"]})["challenge_id"]
-    db.answers.insert_one({"_id": challenge_id, "outcome": "approved", "device_id": device.device_id,
-                           "fraud": False, "reason": None, "at": long_ago})
+    stored = db.requests.find_one({"request_id": unannounced["request_id"]})
+    db.answers.insert_one({"_id": stored["challenge_id"], "request": stored["_id"], "outcome": "approved",
+                           "device_id": device.device_id, "fraud": False, "reason": None, "at": long_ago})
 
     with entrypoint_waiter(outcomes, "on_expired", timeout=10):
         with entrypoint_hook(push, "purge_expired") as purge:
@@ -234,3 +237,31 @@ def test_with_typed_numbers_the_device_gets_no_choices_and_the_typed_number_deci
     assert answer(right, number) == {"challenge_id": right["challenge_id"], "status": "approved"}
     assert answer(wrong, f"{(int(number) - 9) % 90 + 10}") == {"challenge_id": wrong["challenge_id"], "status": "denied",
                                    "reason": "wrong_number"}
+
+
+def test_the_backstop_reads_an_unannounced_answers_request_by_id(mongo_client):
+    """FerretDB indexes only `_id`: a lookup by any other field scans the collection."""
+    finds = []
+
+    class RequestFinds(monitoring.CommandListener):
+        def started(self, event):
+            if event.command_name == "find" and event.command["find"] == "requests":
+                finds.append(dict(event.command["filter"]))
+
+        def succeeded(self, event):
+            pass
+
+        def failed(self, event):
+            pass
+
+    client = pymongo.MongoClient(TEST_ENV["MONGO_URL"], tz_aware=True, event_listeners=[RequestFinds()])
+    storage = PushStorage(client[f"{TEST_ENV['MONGO_DB_PREFIX']}push"])
+    user, now = f"W{uuid.uuid4().int % 10**9}", utcnow()
+    _, request = storage.add_request(user, now - timedelta(minutes=5), 3, 300, lambda n: {
+        "request_id": f"lr_{n}_x", "challenge_id": f"ch_{n}_{uuid.uuid4().hex}", "expires_at": now})
+    storage.claim_answer(request, "approved", "dev_1", False, now - timedelta(minutes=5))
+    finds.clear()
+    found = [(answer["_id"], its_request["_id"]) for answer, its_request in storage.unannounced_answers(now, 60)]
+    assert (request["challenge_id"], request["_id"]) in found
+    assert finds and all(set(query) == {"_id"} for query in finds)
+    client.close()
