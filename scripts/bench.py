@@ -71,6 +71,9 @@ SYSTEM = ("otp", "push", "audit", "gateway", "rabbitmq", "ferretdb")
 TARGETS = {"code_login_system_cpu_ms": 5.0, "push_login_system_cpu_ms": 25.0, "push_login_storage_commands": 15,
            "push_round_trip_p99_ms": 100.0, "code_login_p99_ms": 50.0}
 FAILURES_PER_SOURCE = 40   # under SOURCE_FAILURE_LIMIT's default 50
+# Push logins per user and run: PUSH_RATE_LIMIT's default (3 in 5 minutes), as people
+# log in. A user far above it would make each poll of their phone walk many live requests.
+PUSH_LOGINS_PER_USER = 3
 APNS_KEY_ID, APNS_TEAM_ID = "BENCH12345", "BENCHTEAM1"
 REPORT_PATH = ROOT / ".data" / "bench.json"
 LOG_DIR = ROOT / ".data" / "logs" / "bench"
@@ -124,11 +127,10 @@ class System:
                    "MYCEPA_ADMIN_TOKEN": secrets.token_urlsafe(32), "MYCEPA_ENV": "dev",
                    "OTP_ENCRYPTION_KEYS": base64.urlsafe_b64encode(os.urandom(32)).decode().rstrip("="),
                    "APNS_KEY_FILE": str(key_file), "APNS_KEY_ID": APNS_KEY_ID, "APNS_TEAM_ID": APNS_TEAM_ID,
-                   "APNS_TOPIC": APNS_TOPIC, "APNS_URL": self.servers.url("apns"), "PUSH_CA_FILE": self.servers.tls.ca,
-                   # A benchmark user asks for many pushes a minute; people do not.
-                   "PUSH_RATE_LIMIT": "100", "PUSH_RATE_WINDOW_SECONDS": "60"}
+                   "APNS_TOPIC": APNS_TOPIC, "APNS_URL": self.servers.url("apns"), "PUSH_CA_FILE": self.servers.tls.ca}
             say(f"starting the services of {self.code_root}...")
-            self.stack = Stack(env, self.log_dir, otp_instances=self.otp_instances, root=self.code_root).start()
+            self.stack = Stack(env, self.log_dir, otp_instances=self.otp_instances, root=self.code_root)
+            self.stack.start()   # assigned first: a stack that fails to start is still stopped
             return self
         except BaseException:
             self.__exit__()
@@ -197,7 +199,7 @@ def drive(name, system, clients, duration, warmup, open_client, one):
         thread.start()
     barrier.wait()
     time.sleep(warmup)
-    before, window_start = system.observe(), time.perf_counter()
+    before, window_start, window_from = system.observe(), time.perf_counter(), time.time()
     progress = Progress(name)
     while (elapsed := time.perf_counter() - window_start) < duration and not exhausted.is_set():
         time.sleep(min(0.25, duration - elapsed))
@@ -211,7 +213,10 @@ def drive(name, system, clients, duration, warmup, open_client, one):
         thread.join()
     measured = [s for own in samples for s in own if window_start <= s["ended"] <= window_end]
     report = {"scenario": name, "clients": clients, "warmup_s": warmup,
-              "measured_s": round(window_end - window_start, 2), "stopped_early": exhausted.is_set(), "logins": len(measured)}
+              # Wall-clock bounds, to find the window in the services' logs.
+              "window_unix": [round(window_from, 3), round(window_from + window_end - window_start, 3)],
+              "measured_s": round(window_end - window_start, 2), "stopped_early": exhausted.is_set(),
+              "logins": len(measured)}
     return measured, report, system.spent(before, after, len(measured))
 
 
@@ -352,6 +357,7 @@ class PushUser:
     device: Device
     push_token: str
     jar: dict                  # the remembered browser's cookies
+    logins: int = 0
     retired: bool = False      # after a failed login: a late notification must not confuse the next
 
 
@@ -431,11 +437,12 @@ def push_round_trips(system, users, clients, wait, timeout):
         return {"browser": browser, "jobs": jobs, "users": users[index::clients], "turn": 0, "close": close}
 
     def one(state):
-        live = [user for user in state["users"] if not user.retired]
+        live = [user for user in state["users"] if not user.retired and user.logins < PUSH_LOGINS_PER_USER]
         if not live:
             return None
         user = live[state["turn"] % len(live)]
         state["turn"] += 1
+        user.logins += 1
         sample = push_login(state["browser"], user, state["jobs"], wait, timeout)
         user.retired = sample["outcome"] != "approved"
         return sample
@@ -498,7 +505,9 @@ def parse_args(argv):
     parser.add_argument("--users", type=int, default=1500,
                         help="users of successful_logins, each logs in once (needs about rate x duration)")
     parser.add_argument("--push-clients", type=int, default=20, help="concurrent push logins (browser + phone)")
-    parser.add_argument("--push-users-per-client", type=int, default=4, help="users each push client rotates over")
+    parser.add_argument("--push-users-per-client", type=int, default=12,
+                        help=f"users each push client rotates over, each logging in at most {PUSH_LOGINS_PER_USER} "
+                             "times (the scenario ends early when they are used up)")
     parser.add_argument("--wait", type=int, default=10, help="seconds the browser's status request waits (long poll)")
     parser.add_argument("--timeout", type=float, default=10.0, help="seconds one request or push login may take")
     parser.add_argument("--attempts-per-username", type=int, default=3,

@@ -27,7 +27,7 @@ load_env() {
     umask 077
     {
       echo "MYCEPA_ADMIN_TOKEN=$("$VENV/bin/python" -c 'import secrets; print(secrets.token_urlsafe(32))')"
-      echo "OTP_ENCRYPTION_KEYS=$("$VENV/bin/python" -c 'from services.otp.secrets import generate_key; print(generate_key())')"
+      echo "OTP_ENCRYPTION_KEYS=$("$VENV/bin/python" -c 'from services.otp.totp import generate_key; print(generate_key())')"
     } > "$file"
     say "generated the admin token and the OTP encryption key into .data/mycepa.env"
   fi
