@@ -126,6 +126,10 @@ ferret_up() {
   if listening "$MONGO_PORT"; then say "MongoDB wire server: already answering on 127.0.0.1:$MONGO_PORT"; return; fi
   build_ferretdb
   mkdir -p "$DATA/ferretdb"
+  # The metrics are for people and the benchmark: a taken port must not stop the database.
+  if listening "$MONGO_DEBUG_PORT"; then
+    say "FerretDB metrics: 127.0.0.1:$MONGO_DEBUG_PORT is taken, serving them on a free port"; MONGO_DEBUG_PORT=0
+  fi
   nohup "$FERRETDB_BIN" --handler=sqlite --sqlite-url="file:$DATA/ferretdb/" --state-dir="$DATA/ferretdb" \
     --listen-addr="127.0.0.1:$MONGO_PORT" --debug-addr=127.0.0.1:$MONGO_DEBUG_PORT --telemetry=disable --log-level=WARN \
     >> "$LOGS/ferretdb.log" 2>&1 &
