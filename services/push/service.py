@@ -102,7 +102,8 @@ class PushService:
         fraud (403) or the user asked too often (429, sliding window)."""
         args = load_args(LoginRequestArgs, username=username, context=context)
         username = args["username"]
-        if not self.storage.active_devices(username):
+        devices = self.storage.active_devices(username)
+        if not devices:
             raise NotFound("This user has no active device")
         if self.storage.fraud_block(username) is not None:
             raise Forbidden("Push login is blocked for this account after a reported fraud attempt; "
@@ -124,7 +125,7 @@ class PushService:
         if retry_after:
             raise TooManyRequests(f"Too many push requests; try again in {retry_after} seconds",
                                   retry_after=retry_after)
-        self.expiry.add(request)
+        self.expiry.add(request, devices)
         events.dispatch_event(self.dispatch, events.LoginRequested, request_id=request["request_id"],
                               username=username, number=number, context=context, expires_at=expires_at)
         return {"request_id": request["request_id"], "number": number, "expires_at": isoformat(expires_at)}
@@ -136,11 +137,15 @@ class PushService:
         for APNs / FCM and a process killed half way is finished by the redelivery (a
         device may then be notified twice: the alert collapses on the challenge id)."""
         event = _parse(events.LoginRequested, payload)
-        request = event and self._request(event["username"], event["request_id"], "lr", "request_id")
+        if event is None:
+            return
+        # Made here: the request and its devices are known already (expiry.py).
+        request, devices = self.expiry.to_notify(event["request_id"]) or (
+            self._request(event["username"], event["request_id"], "lr", "request_id"), None)
         if request is None or request["expires_at"] <= utcnow():
             return
         with _dropping_unstorable(events.LoginRequested):
-            for device in self.storage.active_devices(request["username"]):
+            for device in devices if devices is not None else self.storage.active_devices(request["username"]):
                 self._notify(device, request)
 
     def _notify(self, device, request):
@@ -203,7 +208,7 @@ class PushService:
         if challenges.number_in(args["challenge_id"], "ch") is None:
             raise NotFound("No such login request")
         device = self.storage.find_device(args["device_id"])
-        request = (self._request(device["username"], args["challenge_id"], "ch", "challenge_id")
+        request = (self._challenge_of(device["username"], args["challenge_id"])
                    if device is not None and device["status"] == ACTIVE else None)
         if request is None:
             # A device sees only its own user's requests: another's is forbidden to it,
@@ -230,6 +235,14 @@ class PushService:
         self.expiry.answered(request["challenge_id"])
         self._announce(request, answer)
         return _answered(request, answer)
+
+    def _challenge_of(self, username, challenge_id):
+        """The request of `username` with this challenge id, or None: made here and not
+        yet answered here, it is at hand (expiry.py); else read."""
+        made_here = self.expiry.unanswered(challenge_id)
+        if made_here is not None and made_here["username"] == username:
+            return made_here
+        return self._request(username, challenge_id, "ch", "challenge_id")
 
     def _request(self, username, an_id, prefix, field):
         """The request of `username` that `an_id` (a request or challenge id) names, or None."""
