@@ -80,6 +80,48 @@ def test_a_request_is_stored_once_and_a_redelivered_login_requested_changes_noth
     assert request["number"] in seen[0]["number_choices"] and len(set(seen[0]["number_choices"])) == 3
 
 
+class Finds(monitoring.CommandListener):
+    """The finds of every client made after it is registered, per collection, while
+    `recording` (pymongo cannot unregister a listener)."""
+    seen, recording = [], False
+
+    def started(self, event):
+        if self.recording and event.command_name == "find":
+            self.seen.append(event.command["find"])
+
+    def succeeded(self, event):
+        pass
+
+    def failed(self, event):
+        pass
+
+
+def test_a_request_made_here_is_notified_from_what_making_it_found(container_factory, rabbit_config, mongo_client):
+    """Its document and its devices were just read or written: notifying them reads
+    neither again (services/push/expiry.py); the same event delivered again, as after a
+    restart, reads them."""
+    monitoring.register(Finds())   # before the container makes its client
+    Finds.recording = True
+    Listener.dispatched = []
+    push, listener = container_factory(PushService, rabbit_config), container_factory(Listener, rabbit_config)
+    push.start()
+    listener.start()
+    dispatch = event_dispatcher(rabbit_config)
+    device = activated_device(push, dispatch)
+    Finds.seen.clear()
+    request = requested(push, listener, device.username)
+    assert Finds.seen.count("requests") == 0 and Finds.seen.count("devices") == 1   # request_login's own
+    stored = service_db(mongo_client, "push").requests.find_one({"request_id": request["request_id"]})
+    Finds.seen.clear()
+    with entrypoint_waiter(listener, "on_dispatched"):
+        emit(dispatch, events.LoginRequested, request_id=request["request_id"], username=device.username,
+             number=request["number"], context={**CONTEXT, "requested_at": stored["at"]},
+             expires_at=stored["expires_at"])
+    assert Finds.seen.count("requests") == 1 and Finds.seen.count("devices") == 1
+    assert [event["request_id"] for event in Listener.dispatched] == [request["request_id"]] * 2
+    Finds.recording = False
+
+
 def test_a_login_requested_event_naming_no_request_of_ours_notifies_nobody(running, mongo_client):
     push, listener, dispatch = running
     device = activated_device(push, dispatch)
