@@ -517,7 +517,7 @@ def parse_args(argv):
     parser.add_argument("--duration", type=float, default=10.0, help="measured seconds per scenario")
     parser.add_argument("--warmup", type=float, default=1.0, help="seconds run first and not counted")
     parser.add_argument("--clients", type=int, default=16, help="concurrent clients of the code-login scenarios")
-    parser.add_argument("--users", type=int, default=1500,
+    parser.add_argument("--users", type=int, default=2500,
                         help="users of successful_logins, each logs in once (needs about rate x duration)")
     parser.add_argument("--push-clients", type=int, default=20, help="concurrent push logins (browser + phone)")
     parser.add_argument("--push-users-per-client", type=int, default=12,
