@@ -86,16 +86,6 @@ class KeepAlive:
                           time.perf_counter() - started)
         raise AssertionError("unreachable")
 
-    def text(self, path):
-        """GET `path` on a connection of its own: (status, text)."""
-        conn = self._connect(self.timeout)
-        try:
-            conn.request("GET", path)
-            response = conn.getresponse()
-            return response.status, response.read().decode(errors="replace")
-        finally:
-            conn.close()
-
     def _connect(self, timeout):
         source = (self.source, 0) if self.source else None
         if self.https:
