@@ -11,6 +11,7 @@ import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from http.client import HTTPException
 
 import requests
 
@@ -19,14 +20,41 @@ from clients.device import Device, answer_challenge, create_activation, pending_
 CODE_TIMEOUT = 10.0   # an HTTP answer slower than this counts as a hang
 
 
-def make_users(base_url, admin_token, count, prefix, threads=8):
-    """`count` activated poll devices of fresh werkboeknummers `prefix0001`, ..."""
+def poll_device(base_url, admin_token, username):
+    """An activated poll device of `username` (a fresh werkboeknummer)."""
+    device = Device.new(base_url)
+    device.activate(create_activation(base_url, admin_token, username)["activation_code"])
+    return device
+
+
+def make_users(base_url, admin_token, count, prefix, threads=8, make=poll_device, within=None, on_made=None):
+    """`count` users `prefix00000`, ... made by `make(base_url, admin_token, username)`
+    (an activated poll device), `threads` at a time, for at most `within` seconds:
+    (what was made, {failure: count}); `on_made(made, failures)` after each."""
+    made, failures, lock = [], Counter(), threading.Lock()
+    deadline = None if within is None else time.monotonic() + within
+
     def one(index):
-        device = Device.new(base_url)
-        device.activate(create_activation(base_url, admin_token, f"{prefix}{index:05d}")["activation_code"])
-        return device
+        if deadline is not None and time.monotonic() > deadline:
+            return
+        try:
+            thing = make(base_url, admin_token, f"{prefix}{index:05d}")
+        except GatewayError as error:
+            failure = f"http_{error.status}"
+        except (OSError, HTTPException) as error:
+            failure = type(error).__name__
+        else:
+            failure = None
+        with lock:
+            if failure:
+                failures[failure] += 1
+            else:
+                made.append(thing)
+            if on_made:
+                on_made(made, failures)
     with ThreadPoolExecutor(threads) as pool:
-        return list(pool.map(one, range(count)))
+        list(pool.map(one, range(count)))
+    return made, dict(failures)
 
 
 def outcome_of(call):

@@ -47,7 +47,6 @@ import tempfile
 import threading
 import time
 from collections import Counter, deque
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -60,6 +59,7 @@ from clients.device import Device, GatewayError, answer_challenge, create_activa
 from harness import cpu  # noqa: E402
 from harness.http import CONNECTION_ERRORS, KeepAlive  # noqa: E402
 from harness.infra import Infra  # noqa: E402
+from harness.load import make_users, poll_device  # noqa: E402
 from harness.providers import APNS_TOPIC, ProviderServers, make_tls, pem_private, pem_public  # noqa: E402
 from harness.stack import Stack  # noqa: E402
 
@@ -258,40 +258,18 @@ def outcome_report(measured, report, spent, expected):
 
 # -- code logins --------------------------------------------------------------------------
 
-def activate_users(url, admin_token, count, workers, time_limit, prefix, make=None):
-    """`count` activated users through the public API, concurrently, for at most
-    `time_limit` seconds: (what `make(url, admin_token, username)` made, failures)."""
-    made, failures, lock = [], Counter(), threading.Lock()
-    progress, deadline = Progress(f"activating {prefix} users", count), time.monotonic() + time_limit
-    make = make or _poll_device
+def activate_users(url, admin_token, count, workers, time_limit, prefix, make=poll_device):
+    """`count` users through the public API (harness.load.make_users), with progress."""
+    progress = Progress(f"activating {prefix} users", count)
 
-    def one(index):
-        if time.monotonic() > deadline:
-            return
-        try:
-            thing = make(url, admin_token, f"{prefix}-{index:05d}")
-        except GatewayError as error:
-            with lock:
-                failures[f"http_{error.status}"] += 1
-        except CONNECTION_ERRORS as error:
-            with lock:
-                failures[type(error).__name__] += 1
-        else:
-            with lock:
-                made.append(thing)
-                if len(made) % 10 == 0:
-                    progress.show(len(made), f"failed {sum(failures.values())}")
-    with ThreadPoolExecutor(workers) as pool:
-        list(pool.map(one, range(count)))
+    def show(made, failures):
+        if len(made) % 10 == 0:
+            progress.show(len(made), f"failed {sum(failures.values())}")
+    made, failures = make_users(url, admin_token, count, f"{prefix}-", threads=workers, make=make,
+                                within=time_limit, on_made=show)
     progress.show(len(made), f"failed {sum(failures.values())}")
     progress.end()
-    return made, dict(failures)
-
-
-def _poll_device(url, admin_token, username):
-    device = Device.new(url)
-    device.activate(create_activation(url, admin_token, username)["activation_code"], device_name="bench")
-    return device
+    return made, failures
 
 
 def _client_for(url, timeout):

@@ -184,7 +184,9 @@ def main():
         # A user logs in once per 30-second step: 30 users per login a second, and more.
         code_count = int(args.rate * 32)
         say(f"activating {code_count + args.push_users + 24} users...")
-        users = make_users(stack.base_url, stack.admin_token, code_count + args.push_users + 24, prefix="C")
+        users, failed = make_users(stack.base_url, stack.admin_token, code_count + args.push_users + 24, prefix="C")
+        if failed:
+            raise RuntimeError(f"activating the users failed: {failed}")
         code_users, push_users, probe_users = (users[:code_count], users[code_count:code_count + args.push_users],
                                                users[code_count + args.push_users:])
         # The activations are set-up, a burst no port sees: the faults start once the

@@ -42,7 +42,9 @@ def faulty(infra, artifacts_dir):
 @pytest.fixture(scope="module")
 def users(faulty):
     """Three groups of 60 for code logins under load (4 a second for 15 s each), 6 for push."""
-    return make_users(faulty.base_url, faulty.admin_token, 186, prefix=f"F{RUN_ID[:4]}")
+    users, failed = make_users(faulty.base_url, faulty.admin_token, 186, prefix=f"F{RUN_ID[:4]}")
+    assert not failed
+    return users
 
 
 def all_alive(stack):
