@@ -64,8 +64,8 @@ class KeepAlive:
             try:
                 if self.conn is None:
                     self.conn = self._connect(timeout or self.timeout)
-                elif timeout:
-                    self.conn.sock.settimeout(timeout)
+                elif self.conn.sock is not None:   # this request's timeout, not the last one's
+                    self.conn.sock.settimeout(timeout or self.timeout)
                 self.conn.request(method, path, payload, headers)
                 response = self.conn.getresponse()
                 raw = response.read()
