@@ -66,7 +66,25 @@ class Device:
             "platform": platform, "push_token": push_token, "device_name": device_name})
         self.device_id, self.username = answer["device_id"], answer["username"]
         self.secret, self.digits, self.period = answer["otp"]["secret"], answer["otp"]["digits"], answer["otp"]["period"]
+        self._until_served()
         return answer
+
+    def _until_served(self, within=10.0):
+        """Wait (at most `within` seconds) until the server can serve this device's signed
+        requests: for a moment after an activation it may answer 503, while the push
+        service hears of the device. Never raises: the activation is done, and its code
+        is used up, whatever this first poll answers."""
+        deadline = time.monotonic() + within
+        while time.monotonic() < deadline:
+            try:
+                poll(self)
+                return
+            except GatewayError as error:
+                if error.status != 503:
+                    return
+            except OSError:
+                return
+            time.sleep(0.2)
 
     def code(self, at=None, step_offset=0):
         """The code the app shows now (or at unix time `at`), optionally a step later or earlier."""

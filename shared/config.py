@@ -56,6 +56,13 @@ class MongoSettings(Settings):
                                          validate=validate.Range(min=0.5, max=60))
 
 
+class RpcSettings(Settings):
+    # How long a call to another service may take before the caller gets 503
+    # (architecture.md §6: at most 5 s); inside a call, the caller's deadline shortens it.
+    rpc_timeout_seconds = fields.Float(data_key="RPC_TIMEOUT_SECONDS", load_default=4.0,
+                                       validate=validate.Range(min=0.1, max=5.0))
+
+
 def load_settings(schema_cls, environ=None):
     """The settings of `schema_cls`, loaded from the environment (or from `environ`, a
     mapping: tests use this). Not cached: a service reads them through `settings_of`."""

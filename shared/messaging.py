@@ -16,9 +16,10 @@ The subclasses here fix those where they happen. An ack that cannot be sent is d
 within the caller's deadline is given up, and what the call committed is undone
 (shared/deadline.py); publishing is bounded. Consuming needs no change: kombu's
 ConsumerMixin reconnects forever and nameko re-declares its queues on every reconnect.
-Every service uses `rpc`, `event_handler`, `EventDispatcher` and `RpcProxy` from here.
+Every service uses `rpc`, `event_handler`, `EventDispatcher` and `ServiceRpc` from here.
 """
 import logging
+import time
 from contextlib import contextmanager
 from functools import partial
 
@@ -31,10 +32,12 @@ from nameko.constants import (
 )
 from kombu import Queue, binding
 from kombu.entity import TRANSIENT_DELIVERY_MODE as TRANSIENT
-from nameko.exceptions import ContainerBeingKilled
+from kombu.exceptions import OperationalError
+from nameko.exceptions import ContainerBeingKilled, UnknownService
 from nameko.messaging import QueueConsumer
 
-from shared.deadline import CONTEXT_KEY, REPLY_MARGIN_SECONDS, run_undo_actions, seconds_left
+from shared.config import RpcSettings, settings_of
+from shared.deadline import CONTEXT_KEY, REPLY_MARGIN_SECONDS, run_undo_actions, deadline_of, seconds_left, set_deadline
 from shared.errors import Unavailable, unavailable_from
 
 log = logging.getLogger(__name__)
@@ -232,13 +235,56 @@ class ServiceProxy(nameko_rpc.ServiceProxy):
 
 class RpcProxy(nameko_rpc.RpcProxy):
     """Calls published with short retries, replies heard by a listener that survives the
-    broker going away. (The wait for the reply is bounded by the caller: nameko 2 waits
-    forever, see services/gateway/dependencies.py.)"""
+    broker going away. (nameko 2 waits for the reply forever: ServiceRpc bounds it.)"""
 
     rpc_reply_listener = ReplyListener()
 
     def get_dependency(self, worker_ctx):
         return ServiceProxy(worker_ctx, self.target_service, self.rpc_reply_listener, **self.options)
+
+
+class ServiceRpc(RpcProxy):
+    """An RpcProxy whose calls give up after RPC_TIMEOUT_SECONDS with Unavailable (503).
+
+    nameko 2's RpcProxy waits forever for a stopped service. Here the wait is bounded,
+    and the request message carries the same expiration, so RabbitMQ drops a call nobody
+    picked up in time; and the deadline travels in the call's headers (shared/deadline.py)
+    so a service that was hung refuses the call instead of processing a stale login.
+    A call made inside a call waits no longer than its caller's deadline.
+    """
+
+    def setup(self):
+        self.timeout = settings_of(self.container, RpcSettings)["rpc_timeout_seconds"]
+        self.options["expiration"] = self.timeout
+        super().setup()
+
+    def get_dependency(self, worker_ctx):
+        return _BoundedProxy(super().get_dependency(worker_ctx), worker_ctx, self.target_service, self.timeout)
+
+
+class _BoundedProxy:
+    def __init__(self, proxy, worker_ctx, service_name, timeout):
+        self._proxy = proxy
+        self._worker_ctx = worker_ctx
+        self._service_name = service_name
+        self._timeout = timeout
+
+    def __getattr__(self, method_name):
+        method = getattr(self._proxy, method_name)
+
+        def call(*args, **kwargs):
+            set_deadline(self._worker_ctx, self._timeout)
+            try:
+                with eventlet.Timeout(max(0.0, deadline_of(self._worker_ctx) - time.time())):
+                    return method(*args, **kwargs)
+            except eventlet.Timeout:
+                raise Unavailable(f"The {self._service_name} service did not answer in time") from None
+            except UnknownService:
+                raise Unavailable(f"The {self._service_name} service is not running") from None
+            except (OSError, OperationalError):
+                raise Unavailable("The message broker is unreachable") from None
+
+        return call
 
 
 def routing_key_of(message):

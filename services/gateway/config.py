@@ -1,7 +1,7 @@
 """The gateway's settings, read once from the environment."""
 from marshmallow import ValidationError, fields, validate
 
-from shared.config import CommaList, Settings
+from shared.config import CommaList, RpcSettings
 from services.gateway.sources import parse_networks
 
 
@@ -15,7 +15,8 @@ class Networks(CommaList):
             raise ValidationError(f"not an address or network: {error}") from None
 
 
-class GatewaySettings(Settings):
+class GatewaySettings(RpcSettings):
+    # (RpcSettings: RPC_TIMEOUT_SECONDS, also each request's deadline)
     # No built-in default on purpose: `make up` generates one into .data/ when unset.
     admin_token = fields.String(data_key="MYCEPA_ADMIN_TOKEN", required=True,
                                 validate=validate.Length(min=24, error="must be at least 24 characters"))
@@ -37,9 +38,6 @@ class GatewaySettings(Settings):
     source_failure_window_seconds = fields.Integer(data_key="SOURCE_FAILURE_WINDOW_SECONDS", load_default=300,
                                                    validate=validate.Range(min=60, max=24 * 3600))
     trusted_proxies = Networks(data_key="TRUSTED_PROXIES", load_default=())
-    # How long a call to otp or push may take before the caller gets 503 (architecture.md §6: at most 5 s).
-    rpc_timeout_seconds = fields.Float(data_key="RPC_TIMEOUT_SECONDS", load_default=4.0,
-                                       validate=validate.Range(min=0.1, max=5.0))
     max_body_bytes = fields.Integer(data_key="MAX_BODY_BYTES", load_default=16 * 1024,
                                     validate=validate.Range(min=1024, max=1024 * 1024))
     remember_ttl_seconds = fields.Integer(data_key="REMEMBER_TTL_SECONDS", load_default=180 * 24 * 3600,

@@ -6,64 +6,17 @@ import eventlet
 import eventlet.event
 import eventlet.semaphore
 import kombu
-from kombu.exceptions import OperationalError
 from nameko.constants import AMQP_URI_CONFIG_KEY
-from nameko.exceptions import UnknownService
 from nameko.extensions import DependencyProvider, SharedExtension
 
 from shared import events
 from shared.config import settings_of
-from shared.deadline import set_deadline
-from shared.errors import Unavailable, unavailable_from
-from shared.messaging import EventDispatcher, RpcProxy
+from shared.errors import unavailable_from
+from shared.messaging import EventDispatcher
 from shared.repair import Repairs
 from services.gateway.config import GatewaySettings
 
 log = logging.getLogger(__name__)
-
-
-class ServiceRpc(RpcProxy):
-    """An RpcProxy whose calls give up after RPC_TIMEOUT_SECONDS with Unavailable (503).
-
-    nameko 2's RpcProxy waits forever for a stopped service. Here the wait is bounded,
-    and the request message carries the same expiration, so RabbitMQ drops a call nobody
-    picked up in time; and the deadline travels in the call's headers (shared/deadline.py)
-    so a service that was hung refuses the call instead of processing a stale login.
-    The reply listener is shared/messaging.py's, which survives the broker going away.
-    """
-
-    def setup(self):
-        self.timeout = settings_of(self.container, GatewaySettings)["rpc_timeout_seconds"]
-        self.options["expiration"] = self.timeout
-        super().setup()
-
-    def get_dependency(self, worker_ctx):
-        return _BoundedProxy(super().get_dependency(worker_ctx), worker_ctx, self.target_service, self.timeout)
-
-
-class _BoundedProxy:
-    def __init__(self, proxy, worker_ctx, service_name, timeout):
-        self._proxy = proxy
-        self._worker_ctx = worker_ctx
-        self._service_name = service_name
-        self._timeout = timeout
-
-    def __getattr__(self, method_name):
-        method = getattr(self._proxy, method_name)
-
-        def call(*args, **kwargs):
-            set_deadline(self._worker_ctx, self._timeout)
-            try:
-                with eventlet.Timeout(self._timeout):
-                    return method(*args, **kwargs)
-            except eventlet.Timeout:
-                raise Unavailable(f"The {self._service_name} service did not answer in time") from None
-            except UnknownService:
-                raise Unavailable(f"The {self._service_name} service is not running") from None
-            except (OSError, OperationalError):
-                raise Unavailable("The message broker is unreachable") from None
-
-        return call
 
 
 class BrokerCheck(DependencyProvider):

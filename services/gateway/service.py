@@ -3,13 +3,13 @@ the browser's code login and session (browser_login.py), push login (push_login.
 OTP app (device_api.py), administrators (admin_api.py) and operators (operations.py);
 what they share is in common.py. This class gives them their dependencies."""
 from shared.config import SettingsProvider
-from shared.messaging import EventDispatcher
+from shared.messaging import EventDispatcher, ServiceRpc
 from shared.mongo import MongoStorage
 # The rooms as modules, not their classes: `nameko run` takes every class with
 # entrypoints that this module's namespace holds for a service of its own.
 from services.gateway import admin_api, browser_login, common, device_api, operations, push_login
 from services.gateway.config import GatewaySettings
-from services.gateway.dependencies import Announcer, BrokerCheck, ServiceRpc, Waiters
+from services.gateway.dependencies import Announcer, BrokerCheck, Waiters
 from services.gateway.storage import GatewayStorage
 
 

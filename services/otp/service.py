@@ -246,6 +246,12 @@ class OtpService:
                 "active_devices": len(self.storage.authenticators_of(username))}
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
+    def find_device(self, device_id):
+        """The device `device_id` (DeviceView), or None when none was ever activated."""
+        device = self.storage.find_authenticator(load_args(DeviceIdArgs, device_id=device_id)["device_id"])
+        return DeviceView().dump(device) if device else None
+
+    @rpc(expected_exceptions=EXPECTED_ERRORS)
     def revoke_device(self, device_id, reason="admin", actor=None):
         args = load_args(DeviceIdArgs, device_id=device_id, reason=reason, actor=actor)
         device_id = args["device_id"]

@@ -6,7 +6,8 @@ announces LoginRequested and notifies every active device of the user (PushDispa
 PushFailed per device); a device's signed answer is accepted once (AccessConfirmed /
 AccessDenied); nobody answering in time ends as LoginExpired. The gateway keeps only the
 browser's binding, asks `login_status` and is woken by those events.
-DeviceActivated / DeviceRevoked from otp keep the device registry.
+DeviceActivated / DeviceRevoked from otp keep the device registry (a device activated a
+moment ago that it has not heard of yet is told to wait, `_activated_but_not_heard_of`).
 
 Handlers are idempotent and requeue on error, so a redelivered or retried event is never
 lost and never applied twice, and each step is written so that a delivery interrupted
@@ -29,7 +30,7 @@ from shared.config import SettingsProvider
 from shared.errors import (
     EXPECTED_ERRORS, Conflict, Expired, Forbidden, InvalidCredentials, NotFound, TooManyRequests, Unavailable,
 )
-from shared.messaging import EventDispatcher, consume_events, rpc
+from shared.messaging import EventDispatcher, ServiceRpc, consume_events, rpc
 from shared.mongo import MongoStorage
 from shared.validation import UsernameArgs, load_args
 from services.push import challenges, notices
@@ -51,6 +52,7 @@ class PushService:
     providers = PushProviders()
     dispatch = EventDispatcher()
     expiry = ExpiryClock()
+    otp = ServiceRpc("otp")
 
     @rpc
     def ping(self):
@@ -343,12 +345,23 @@ class PushService:
 
     def _signed_in_device(self, device_id, timestamp):
         device = self.storage.find_device(device_id)
+        if device is None and self._activated_but_not_heard_of(device_id):
+            raise Unavailable("This device was activated a moment ago and is still being set up; try again",
+                              retry_after=1)
         if device is None or device["status"] != ACTIVE:
             raise Forbidden("Unknown or revoked device")
         skew = self.config["poll_clock_skew_seconds"]
         if abs(utcnow().timestamp() - timestamp) > skew:
             raise InvalidCredentials(f"The timestamp must be within {skew} seconds of the server's clock")
         return device
+
+    def _activated_but_not_heard_of(self, device_id):
+        """Whether otp activated `device_id` and its DeviceActivated has not reached the
+        registry yet. The app polls the moment its activation is answered, and under load
+        the event can come later: that is a wait (503, Retry-After), never the 403 that
+        tells the app it was revoked and should stop. Asked only of ids not in the registry."""
+        device = self.otp.find_device(device_id)
+        return device is not None and device["status"] == ACTIVE
 
     def _use_signature(self, valid, device, signature):
         """A device's signed request is accepted once: a replayed signature (inside the

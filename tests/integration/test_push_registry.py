@@ -1,10 +1,17 @@
 """The push service's device registry, fed by otp's events over the real RabbitMQ and
 stored in the real MongoDB-wire server: idempotent under redelivery and reordering."""
+import uuid
+
 import pytest
 from nameko.standalone.events import event_dispatcher
-from nameko.testing.services import entrypoint_waiter
+from nameko.testing.services import entrypoint_hook, entrypoint_waiter
 
+from clients.device import Device
 from shared import events
+from shared.clock import utcnow
+from shared.errors import Forbidden, Unavailable
+from services.otp.service import OtpService
+from services.otp.storage import OtpStorage
 from services.push.service import PushService
 from services.push.storage import PushStorage
 from tests.conftest import service_db
@@ -69,3 +76,41 @@ def test_a_malformed_event_is_dropped_without_touching_the_registry(push, rabbit
     with entrypoint_waiter(push, "on_device_activated"):
         dispatch("otp", events.DeviceActivated.name, {"device_id": {"$ne": None}, "username": "x"})
     assert devices.count_documents({}) == before
+
+
+def test_a_device_activated_a_moment_ago_is_told_to_wait_not_that_it_was_revoked(
+        container_factory, push, emit, rabbit_config, mongo_client):
+    """otp has activated the device and answered the app, whose first poll comes before
+    push has consumed DeviceActivated (a busy queue): a 503 to retry, never the 403 on
+    which the app stops for good."""
+    container_factory(OtpService, rabbit_config).start()
+    authenticators = OtpStorage(service_db(mongo_client, "otp"))
+    device = Device.new("unused")
+    device.device_id, device.username = f"dev_{uuid.uuid4().hex}", f"W{uuid.uuid4().int % 10**9:09d}"
+    authenticators.add_authenticator(device.device_id, device.username, "sealed", "poll", "Phone", utcnow())
+
+    with pytest.raises(Unavailable) as waiting:
+        signed_poll(push, device)
+    assert waiting.value.retry_after == 1
+
+    with entrypoint_waiter(push, "on_device_activated"):
+        emit(events.DeviceActivated, device_id=device.device_id, username=device.username, platform="poll",
+             push_token=None, public_key=device.public_key_pem, device_name="Phone")
+    assert signed_poll(push, device) == {"challenges": [], "notices": []}
+
+    # A device otp never activated, or revoked before push heard of either event: 403.
+    stranger = Device.new("unused")
+    stranger.device_id = f"dev_{uuid.uuid4().hex}"
+    with pytest.raises(Forbidden):
+        signed_poll(push, stranger)
+    stranger.username = device.username
+    authenticators.add_authenticator(stranger.device_id, stranger.username, "sealed", "poll", "Tablet", utcnow())
+    authenticators.revoke_authenticator(stranger.device_id, utcnow())
+    with pytest.raises(Forbidden):
+        signed_poll(push, stranger)
+
+
+def signed_poll(push, device):
+    timestamp = int(utcnow().timestamp())
+    with entrypoint_hook(push, "pending_challenges") as poll:
+        return poll(device.device_id, timestamp, device.sign("mycepa-poll-v1", device.device_id, timestamp))
