@@ -14,6 +14,7 @@ waiting browsers, and only then lets nameko stop the workers' dependencies.
 import json
 import logging
 import time
+from http import HTTPStatus
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
@@ -23,7 +24,7 @@ import eventlet.greenio
 from eventlet import wsgi
 from marshmallow import RAISE, ValidationError
 from nameko.web.handlers import HttpRequestHandler
-from nameko.web.server import WebServer, WsgiApp
+from nameko.web.server import HttpOnlyProtocol, WebServer, WsgiApp
 from werkzeug.exceptions import HTTPException, NotFound
 from werkzeug.routing import RequestRedirect
 from werkzeug.wrappers import Request, Response
@@ -107,6 +108,60 @@ class JsonWsgiApp(WsgiApp):
         return response(environ, start_response)
 
 
+class JsonErrorProtocol(HttpOnlyProtocol):
+    """eventlet's HTTP protocol, with the JSON error shape (architecture.md §4) also where
+    the server answers before any app is called: a request line over 8 KiB (414), a
+    header line over 8 KiB or headers over 64 KiB (431), a request the standard library
+    cannot parse or a Content-Length that is not a length (400).
+
+    eventlet writes those as fixed bytes with an empty body and no Content-Type, inside
+    `handle_one_request`; the refusals are made here first, in the steps it calls (its
+    `_read_request_line` is private: eventlet is pinned, and the e2e test of these cases
+    guards an upgrade)."""
+
+    def _read_request_line(self):
+        line = super()._read_request_line()
+        if len(line) >= self.server.url_length_limit:
+            self._refuse(HTTPStatus.REQUEST_URI_TOO_LONG, "The request line is longer than the server accepts")
+            return b""     # eventlet then closes the connection
+        return line
+
+    def parse_request(self):
+        try:
+            parsed = super().parse_request()
+        except (wsgi.HeaderLineTooLong, wsgi.HeadersTooLarge):
+            self._refuse(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE, "The request headers are larger than the "
+                                                                     "server accepts")
+            return False
+        if parsed and not _body_length_valid(self.headers):
+            self._refuse(HTTPStatus.BAD_REQUEST, "Content-Length must be one non-negative number, "
+                                                 "without Transfer-Encoding")
+            return False
+        return parsed
+
+    def send_error(self, code, message=None, explain=None):
+        """http.server's own refusals (a malformed request line, too many headers, an HTTP
+        version it does not speak): bad input, so a 4xx, never a 5xx."""
+        status = HTTPStatus(code) if code < 500 else HTTPStatus.BAD_REQUEST
+        self._refuse(status, "The request is not valid HTTP/1.1" if status == HTTPStatus.BAD_REQUEST
+                     else status.phrase)
+
+    def _refuse(self, status, message):
+        body = json.dumps({"error": _HTTP_ERROR_CODES.get(status, "validation_error"), "message": message,
+                           "fields": {}}, separators=(",", ":")).encode()
+        self.wfile.write(b"HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n"
+                         b"Cache-Control: no-store\r\nConnection: close\r\n\r\n%s"
+                         % (status.value, status.phrase.encode(), len(body), body))
+        self.close_connection = 1
+
+
+def _body_length_valid(headers):
+    length = headers.get("content-length")
+    if length is None:
+        return True
+    return length.strip().isdigit() and headers.get("transfer-encoding") is None
+
+
 class JsonWebServer(WebServer):
     """nameko's web server with JSON errors, request deadlines and a graceful stop.
 
@@ -129,6 +184,9 @@ class JsonWebServer(WebServer):
 
     def get_wsgi_app(self):
         return JsonWsgiApp(self)
+
+    def get_wsgi_server(self, sock, wsgi_app, protocol=JsonErrorProtocol, debug=False):
+        return super().get_wsgi_server(sock, wsgi_app, protocol=protocol, debug=debug)
 
     def context_data_from_headers(self, request):
         return {CONTEXT_KEY: time.time() + self.request_seconds}

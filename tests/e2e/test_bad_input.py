@@ -11,9 +11,12 @@ malformed activation neither uses up nor counts against the activation code.
 """
 import json
 import secrets
+import socket
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from http.client import HTTPResponse
+from types import SimpleNamespace
 
 import pytest
 import requests
@@ -32,15 +35,6 @@ FAKE_CODE = "ZZZZ-ZZZZ-ZZZZ-ZZZZ"    # shaped like an activation code; never iss
 FAKE_PASSWORD = "3141592653"        # shaped like a 10-digit OTP code
 TIMEOUT = 10
 
-
-def known_bug(reason):
-    """A case that fails today because of a product bug. Strict: once fixed it XPASSes, which
-    fails the run, so the marker is removed and the case guards the fix from then on."""
-    return pytest.mark.xfail(strict=True, reason="product bug: " + reason)
-
-
-SERVER_LIMIT_BUG = known_bug("eventlet's own 414 / 400 for a request line or header over 8 KiB has an empty "
-                             "body and no Content-Type, not the JSON error shape")
 
 # The error codes each status may carry (architecture.md §4; 405, 413 and 415 as the gateway maps them).
 ERROR_CODES = {400: {"validation_error"}, 401: {"unauthenticated", "invalid_credentials"}, 403: {"forbidden"},
@@ -448,12 +442,55 @@ def test_odd_path_parameters_are_refused_with_the_error_shape(stack, http, mongo
         assert_error(anonymous, 404 if "slash" in value else 401, hidden=hidden)
 
 
-@pytest.mark.parametrize("where", [pytest.param("url", marks=SERVER_LIMIT_BUG),
-                                   pytest.param("header", marks=SERVER_LIMIT_BUG)])
+@pytest.mark.parametrize("where", ["url", "header", "headers"])
 def test_a_request_line_or_header_over_the_server_limit_gets_a_json_4xx(stack, http, where):
     url = stack.base_url + "/api/admin/users/{}/devices".format("W" * 9000 if where == "url" else "W1")
     headers = {**ADMIN, "X-Padding": "x" * 9000} if where == "header" else ADMIN
-    assert_error(http.get(url, headers=headers, timeout=TIMEOUT), (400, 404, 414, 431))
+    if where == "headers":    # each line short, 80 KiB in all
+        headers = {**ADMIN, **{f"X-Padding-{n}": "x" * 4000 for n in range(20)}}
+    assert_error(http.get(url, headers=headers, timeout=TIMEOUT), 414 if where == "url" else 431)
+
+
+NOT_HTTP = {   # {case: (the bytes sent, the status expected)}
+    "garbage-request-line": (b"HELLO\r\n\r\n", 400),
+    "unknown-version": (b"GET /healthz HTTP/2.0\r\nHost: x\r\n\r\n", 400),
+    "too-many-headers": (b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + b"".join(
+        b"X-%d: y\r\n" % n for n in range(150)) + b"\r\n", 431),
+    "negative-length": (b"POST /api/login HTTP/1.1\r\nHost: x\r\nContent-Length: -5\r\n\r\n", 400),
+    "length-not-a-number": (b"POST /api/login HTTP/1.1\r\nHost: x\r\nContent-Length: ten\r\n\r\n", 400),
+    "length-and-chunked": (b"POST /api/login HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n"
+                           b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400),
+}
+
+
+@pytest.mark.parametrize("case", list(NOT_HTTP))
+def test_a_request_the_server_cannot_parse_gets_a_json_4xx(stack, case):
+    """What eventlet and http.server refuse before any route sees it: a 4xx in the JSON
+    error shape, never their bodiless or HTML answers, never a 5xx (HTTP/2.0 is not 505)."""
+    sent, status = NOT_HTTP[case]
+    assert_error(raw_exchange(stack.base_url, sent), status)
+
+
+@dataclass
+class RawResponse:
+    """What `assert_error` reads of a response, parsed from the bytes the server sent."""
+    status_code: int
+    headers: dict
+    text: str
+    request: object
+
+    def json(self):
+        return json.loads(self.text)
+
+
+def raw_exchange(base_url, request_bytes):
+    host, port = base_url.split("//")[1].split(":")
+    with socket.create_connection((host, int(port)), timeout=TIMEOUT) as sock:
+        sock.sendall(request_bytes)
+        response = HTTPResponse(sock)
+        response.begin()
+        sent = SimpleNamespace(method="(raw)", url=request_bytes.split(b"\r\n")[0].decode(errors="replace"))
+        return RawResponse(response.status, dict(response.getheaders()), response.read().decode(), sent)
 
 
 # -- the session endpoints -------------------------------------------------------------
