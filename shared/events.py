@@ -10,6 +10,7 @@ import uuid
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate
 from shared.clock import isoformat, utcnow
 from shared.messaging import event_handler
+from shared.validation import schema_of
 
 OTP, PUSH, GATEWAY = "otp", "push", "gateway"
 
@@ -201,7 +202,7 @@ EVENT_TYPES = tuple(sorted(event.name for event in ALL_EVENTS))
 
 def build_event(event_cls, **payload):
     """A JSON-ready payload of `event_cls` with a fresh envelope; raises if it breaks the schema."""
-    schema = event_cls()
+    schema = schema_of(event_cls)
     envelope = {"event_id": str(uuid.uuid4()), "occurred_at": isoformat(utcnow()),
                 "version": event_cls.version}
     document = {**envelope, **_jsonable(payload)}
@@ -210,7 +211,7 @@ def build_event(event_cls, **payload):
 
 def parse_event(event_cls, payload):
     """The payload as `event_cls` describes it (unknown fields dropped); ValidationError if malformed."""
-    return event_cls().load(payload)
+    return schema_of(event_cls).load(payload)
 
 
 def dispatch_event(dispatcher, event_cls, **payload):

@@ -32,6 +32,7 @@ from werkzeug.wrappers import Request, Response
 from shared.config import settings_of
 from shared.deadline import CONTEXT_KEY, REPLY_MARGIN_SECONDS
 from shared.errors import EXPECTED_ERRORS, Forbidden, MycepaError, ValidationFailed, unavailable_from
+from shared.validation import schema_of
 from services.gateway import metrics
 from services.gateway.config import GatewaySettings
 from services.gateway.dependencies import LoginWaiters
@@ -358,6 +359,6 @@ def load_body(request, schema_cls, max_bytes):
     if not isinstance(data, dict):
         raise ValidationFailed("The request body must be a JSON object")
     try:
-        return schema_cls(unknown=RAISE).load(data)
+        return schema_of(schema_cls, unknown=RAISE).load(data)
     except ValidationError as error:
         raise ValidationFailed("Invalid request", fields=error.messages) from None
