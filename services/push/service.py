@@ -195,9 +195,11 @@ class PushService:
         self._use_signature(challenges.poll_signature_valid(
             device["public_key"], device["_id"], args["timestamp"], args["signature"]), device, args["signature"])
         now = utcnow()
-        live = self.storage.live_requests_of(device["username"], now, self.config["rate_limit"])
+        live = self.storage.live_requests_of(device["username"], now, self.config["rate_limit"],
+                                             made_here=self.expiry.made_here)
         return {"challenges": [_as_device_sees_it(request) for request in live
-                               if self.storage.find_answer(request["challenge_id"]) is None],
+                               if not self.expiry.answered_here(request["challenge_id"])
+                               and self.storage.find_answer(request["challenge_id"]) is None],
                 "notices": [_notice_as_device_sees_it(notice)
                             for notice in self.storage.unseen_notices(device, notices.SHOWN)]}
 
@@ -226,7 +228,7 @@ class PushService:
                   if request["expires_at"] > now else None)
         if answer is None:
             answer = self.storage.find_answer(request["challenge_id"]) or self._expire_if_due(request)
-            if not answer.get("announced") and _same_answer(answer, outcome, device["_id"], fraud, reason):
+            if _same_answer(answer, outcome, device["_id"], fraud, reason) and not self.storage.was_announced(answer):
                 # This device's answer was recorded, but the delivery that recorded it did
                 # not finish (a killed process, a lost reply): finish it now.
                 self._announce(request, answer)
@@ -267,7 +269,7 @@ class PushService:
                                   fraud=answer["fraud"], reason=answer.get("reason") or "user", **common)
         else:
             events.dispatch_event(self.dispatch, events.LoginExpired, **common)
-        self.storage.mark_announced(answer["_id"])
+        self.storage.mark_announced(answer["_id"], utcnow())
 
     def _expire_if_due(self, request):
         """The expiry answer of a request whose time is up and that nobody answered (its

@@ -14,10 +14,12 @@ by `_id`, and whatever must happen once is a unique insert.
   request gets; `request` is that request's `_id`, so the backstop finds it by `_id`.
   There is no status field to keep in step: a request's outcome is its answer, or its
   expiry (services/push/challenges.py `outcome_of`, the one place that decides).
+- `announcements` {_id: challenge_id}: the answer's event went out (a ticket: an insert
+  costs the database a third of an update to the answer).
 - `fraud_blocks` {_id: username}: push is refused until an admin clears it.
 - `notices` {_id: event_id, username, kind, occurred_at, context}, `notice_boxes`
-  {_id: username, notice_ids}, `notices_seen` {_id: "device#notice"}: security notices,
-  each handed to each device once (services/push/notices.py).
+  {_id: username, notices: [{id, at}]}, `notices_seen` {_id: "device#notice"}: security
+  notices, each handed to each device once (services/push/notices.py).
 - `used_signatures` {_id: "device#signature id"}: a device's signed poll or token update
   is accepted once (services/push/challenges.py `signature_id`).
 """
@@ -36,6 +38,7 @@ class PushStorage(Storage):
         "requests": [IndexModel([("expires_at", ASCENDING)])],
         "request_heads": [IndexModel([("at", ASCENDING)])],
         "answers": [IndexModel([("at", ASCENDING)])],
+        "announcements": [IndexModel([("at", ASCENDING)])],
         "used_signatures": [IndexModel([("at", ASCENDING)])],
         "notices": [IndexModel([("occurred_at", ASCENDING)])],
         "notices_seen": [IndexModel([("at", ASCENDING)])],
@@ -112,13 +115,14 @@ class PushStorage(Storage):
     def find_request(self, username, number):
         return self.db.requests.find_one({"_id": f"{username}#{number}"})
 
-    def live_requests_of(self, username, now, limit):
+    def live_requests_of(self, username, now, limit, made_here=lambda key: None):
         """The user's requests not yet expired, newest first (at most `limit` can be: the
-        push limit's window is longer than a request's life)."""
+        push limit's window is longer than a request's life); `made_here(_id)` is a
+        request at hand (services/push/expiry.py), which is not read again."""
         head = self.db.request_heads.find_one({"_id": username})
         found = []
         for number in range(head["last"] if head else 0, 0, -1):
-            request = self.find_request(username, number)
+            request = made_here(f"{username}#{number}") or self.find_request(username, number)
             if request is None or request["expires_at"] <= now or len(found) == limit:
                 break
             found.append(request)
@@ -135,16 +139,25 @@ class PushStorage(Storage):
         challenge_id = request["challenge_id"]
         return {"_id": challenge_id, **answer} if self.claim("answers", challenge_id, **answer) else None
 
-    def mark_announced(self, challenge_id):
+    def mark_announced(self, challenge_id, now):
         """The answer's event went out (an answer not marked is announced again)."""
-        self.db.answers.update_one({"_id": challenge_id}, {"$set": {"announced": True}})
+        self.claim("announcements", challenge_id, at=now)
+
+    def was_announced(self, answer):
+        # `announced` in the answer itself: how answers were marked before announcements.
+        return answer.get("announced") or self.db.announcements.find_one({"_id": answer["_id"]}) is not None
 
     def unannounced_answers(self, now, grace_seconds):
         """(answer, its request) of answers older than `grace_seconds` whose event may not
         have gone out: their process stopped between the answer and its announcement."""
+        until = now - timedelta(seconds=grace_seconds)
+        # Every announcement there is (an hour's, purged with the answers), not only those
+        # before `until`: a late one finished by the device's retry counts too.
+        announced = {ticket["_id"] for ticket in self.db.announcements.find({}, projection={"_id": 1})}
         found = []
-        for answer in list(self.db.answers.find({"announced": {"$ne": True},
-                                                 "at": {"$lt": now - timedelta(seconds=grace_seconds)}})):
+        for answer in list(self.db.answers.find({"announced": {"$ne": True}, "at": {"$lt": until}})):
+            if answer["_id"] in announced:
+                continue
             # By `_id` (a query on challenge_id would scan the collection). An answer stored
             # before answers named their request has no `request` and is skipped: at most
             # an hour's unannounced leftovers of a process that died, purged after that.
@@ -170,9 +183,10 @@ class PushStorage(Storage):
     # -- security notices ----------------------------------------------------------
 
     def add_notice(self, notice):
-        """Keep a notice once (its id is its event's) in the user's notice box."""
+        """Keep a notice once (its id is its event's) in the user's notice box, with its
+        time, so a poll passes over what happened before its device without reading it."""
         self.claim("notices", notice["_id"], **{k: v for k, v in notice.items() if k != "_id"})
-        self.add_to_set("notice_boxes", notice["username"], "notice_ids", notice["_id"])
+        self.add_to_set("notice_boxes", notice["username"], "notices", _box_entry(notice))
 
     def claim_alert(self, device_id, notice_id, now):
         """True once per device and notice: the alert that is sent."""
@@ -183,13 +197,22 @@ class PushStorage(Storage):
         shown to it as it is handed out (a unique insert: once per device, however many
         polls race). Only what happened since the device was activated."""
         box = self.db.notice_boxes.find_one({"_id": device["username"]}) or {}
+        # Boxes kept before notices had their time in the box hold bare ids, all older.
+        entries = [{"id": notice_id, "at": None} for notice_id in box.get("notice_ids", [])] + box.get("notices", [])
         found = []
-        for notice_id in reversed(box.get("notice_ids", [])[-limit:]):
-            notice = self.db.notices.find_one({"_id": notice_id})
-            if (notice is None or notice["occurred_at"] < device["created_at"]
-                    or not self.claim("notices_seen", f"{device['_id']}#{notice_id}", at=notice["occurred_at"])):
+        for entry in reversed(entries[-limit:]):
+            notice = None
+            if entry["at"] is None:
+                notice = self.db.notices.find_one({"_id": entry["id"]})
+                if notice is None:
+                    continue
+                entry = _box_entry(notice)
+            if entry["at"] < device["created_at"] or not self.claim(
+                    "notices_seen", f"{device['_id']}#{entry['id']}", at=entry["at"]):
                 continue
-            found.append(notice)
+            notice = notice or self.db.notices.find_one({"_id": entry["id"]})
+            if notice is not None:
+                found.append(notice)
         return found
 
     # -- fraud blocks ----------------------------------------------------------------
@@ -215,13 +238,21 @@ class PushStorage(Storage):
         cutoff = now - timedelta(hours=1)
         deleted = self.db.requests.delete_many({"expires_at": {"$lt": cutoff}}).deleted_count
         deleted += self.db.answers.delete_many({"at": {"$lt": cutoff}}).deleted_count
+        deleted += self.db.announcements.delete_many({"at": {"$lt": cutoff}}).deleted_count
         deleted += self.db.request_heads.delete_many({"at": {"$lt": cutoff}}).deleted_count
         # Notices a month: a device that has not polled in a month learns from the audit.
         month_ago = now - timedelta(days=30)
-        for notice in list(self.db.notices.find({"occurred_at": {"$lt": month_ago}}, projection={"username": 1})):
-            self.db.notice_boxes.update_one({"_id": notice["username"]}, {"$pull": {"notice_ids": notice["_id"]}})
+        for notice in list(self.db.notices.find({"occurred_at": {"$lt": month_ago}},
+                                                projection={"username": 1, "occurred_at": 1})):
+            # By the exact entry: FerretDB ignores a $pull by a condition on its fields.
+            self.db.notice_boxes.update_one({"_id": notice["username"]}, {"$pull": {
+                "notices": _box_entry(notice), "notice_ids": notice["_id"]}})
             deleted += self.db.notices.delete_one({"_id": notice["_id"]}).deleted_count
         deleted += self.db.notices_seen.delete_many({"at": {"$lt": month_ago}}).deleted_count
         deleted += self.db.used_signatures.delete_many(
             {"at": {"$lt": now - timedelta(seconds=2 * signature_window_seconds + 60)}}).deleted_count
         return deleted
+
+
+def _box_entry(notice):
+    return {"id": notice["_id"], "at": notice["occurred_at"]}

@@ -89,7 +89,7 @@ def test_push_keeps_only_devices_users_and_fraud_blocks(fresh):
             "request_id": f"lr_{n}_x", "challenge_id": f"ch_{n}_x", "number": "42", "number_choices": [],
             "nonce": "n", "context": {}, "expires_at": now + timedelta(minutes=2)})
     answer = push.claim_answer(push.find_request("W1", 1), "denied", "dev_1", True, now, "user")
-    push.mark_announced(answer["_id"])
+    push.mark_announced(answer["_id"], now)
     push.block_for_fraud("W1", "ch_1_x", "dev_1", now)
     push.claim_signature("dev_1", "signature-id", now)
     push.add_notice({"_id": "event-1", "username": "W1", "kind": "account_locked", "occurred_at": now,

@@ -82,8 +82,16 @@ def test_a_request_is_stored_once_and_a_redelivered_login_requested_changes_noth
 
 class Finds(monitoring.CommandListener):
     """The finds of every client made after it is registered, per collection, while
-    `recording` (pymongo cannot unregister a listener)."""
-    seen, recording = [], False
+    `recording` (pymongo cannot unregister a listener: `record()` registers it once)."""
+    seen, recording, registered = [], False, False
+
+    @classmethod
+    def record(cls):
+        if not cls.registered:
+            monitoring.register(cls())   # before the container makes its client
+            cls.registered = True
+        cls.seen.clear()
+        cls.recording = True
 
     def started(self, event):
         if self.recording and event.command_name == "find":
@@ -100,8 +108,7 @@ def test_a_request_made_here_is_notified_from_what_making_it_found(container_fac
     """Its document and its devices were just read or written: notifying them reads
     neither again (services/push/expiry.py); the same event delivered again, as after a
     restart, reads them."""
-    monitoring.register(Finds())   # before the container makes its client
-    Finds.recording = True
+    Finds.record()
     Listener.dispatched = []
     push, listener = container_factory(PushService, rabbit_config), container_factory(Listener, rabbit_config)
     push.start()
@@ -121,6 +128,35 @@ def test_a_request_made_here_is_notified_from_what_making_it_found(container_fac
              expires_at=stored["expires_at"])
     assert Finds.seen.count("requests") == 1 and Finds.seen.count("devices") == 1
     assert [event["request_id"] for event in Listener.dispatched] == [request["request_id"]] * 2
+    Finds.recording = False
+
+
+def test_a_poll_reads_no_request_made_here_nor_an_answer_given_here(container_factory, rabbit_config):
+    """A request's document and its answer never change once stored: the instance that
+    made or answered them has them at hand when the device polls (services/push/expiry.py);
+    an answer given elsewhere is still read."""
+    Finds.record()
+    Listener.dispatched = []
+    push, listener = container_factory(PushService, rabbit_config), container_factory(Listener, rabbit_config)
+    push.start()
+    listener.start()
+    dispatch = event_dispatcher(rabbit_config)
+    with entrypoint_waiter(push, "keep_notice"):
+        device = activated_device(push, dispatch)
+    first = requested(push, listener, device.username)
+    Finds.seen.clear()
+    challenge = polled(push, device)[0]
+    assert Finds.seen.count("requests") == 0 and Finds.seen.count("answers") == 1
+    assert Finds.seen.count("notices") == 0      # its own activation came before it: not read
+    with entrypoint_hook(push, "respond") as respond:
+        respond(challenge["challenge_id"], device.device_id, "approve", first["number"],
+                device.sign("mycepa-push-v1", challenge["challenge_id"], challenge["nonce"], "approve",
+                            first["number"]))
+    requested(push, listener, device.username)
+    Finds.seen.clear()
+    pending = polled(push, device)      # the second request only: the first was answered here
+    assert len(pending) == 1 and pending[0]["challenge_id"] != challenge["challenge_id"]
+    assert Finds.seen.count("requests") == 0 and Finds.seen.count("answers") == 1   # the second's only
     Finds.recording = False
 
 
@@ -309,3 +345,22 @@ def test_the_backstop_reads_an_unannounced_answers_request_by_id(mongo_client):
     assert (request["challenge_id"], request["_id"]) in found
     assert finds and all(set(query) == {"_id"} for query in finds)
     client.close()
+
+
+def test_the_backstop_skips_answers_announced_by_ticket_or_by_the_old_flag(mongo_client):
+    """An answer is announced when its ticket exists, or (stored before tickets) when the
+    answer itself says so; only the others are announced again."""
+    storage = PushStorage(service_db(mongo_client, "push"))
+    user, now = f"W{uuid.uuid4().int % 10**9}", utcnow()
+    answers = []
+    for _ in range(3):
+        _, request = storage.add_request(user, now - timedelta(minutes=5), 5, 300, lambda n: {
+            "request_id": f"lr_{n}_x", "challenge_id": f"ch_{n}_{uuid.uuid4().hex}", "expires_at": now})
+        answers.append(storage.claim_answer(request, "approved", "dev_1", False, now - timedelta(minutes=5)))
+    ticketed, flagged, silent = answers
+    storage.mark_announced(ticketed["_id"], now - timedelta(minutes=5))
+    service_db(mongo_client, "push").answers.update_one({"_id": flagged["_id"]}, {"$set": {"announced": True}})
+    mine = {answer["_id"] for answer, _ in storage.unannounced_answers(now, 60)} & {a["_id"] for a in answers}
+    assert mine == {silent["_id"]}
+    assert storage.was_announced(ticketed) and storage.was_announced({**flagged, "announced": True})
+    assert not storage.was_announced(silent)
