@@ -47,8 +47,12 @@ class Storage:
 
     def ensure_indexes(self):
         for collection, models in self.indexes.items():
-            if models:
-                self.db[collection].create_indexes(models)
+            for model in models:
+                # One index per command: FerretDB v1 panics on a createIndexes naming two
+                # or more indexes that all exist (FerretDB#3858) and drops the connection,
+                # which pauses pymongo's pool. Every restart of the gateway (two indexes on
+                # `sessions`) answered 503s for seconds, and /readyz with them (`make chaos`).
+                self.db[collection].create_indexes([model])
 
     def ping(self):
         """True when the database answers; used by readiness checks."""

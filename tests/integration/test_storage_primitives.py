@@ -7,6 +7,7 @@ import pytest
 
 from shared.config import MongoSettings, load_settings
 from shared.mongo import Storage, connect
+from services.gateway.storage import GatewayStorage
 from tests.conftest import TEST_ENV
 
 pytestmark = pytest.mark.integration
@@ -72,3 +73,20 @@ def test_a_ticket_hint_skips_ahead_without_reusing_numbers(scratch):
     assert [scratch.take_ticket("tickets", key) for _ in range(3)] == [1, 2, 3]
     assert scratch.take_ticket("tickets", key, after=1) == 4   # a stale hint walks on
     assert scratch.take_ticket("tickets", key, after=10) == 11
+
+
+def test_a_restarted_service_makes_its_indexes_again_without_losing_its_connection():
+    """Every start makes the indexes; a collection with two of them (the gateway's
+    sessions) once made FerretDB drop the connection the second time, and the pool's
+    pause answered 503s for seconds."""
+    client, storage = connect(GatewayStorage, load_settings(MongoSettings, environ={
+        **TEST_ENV, "MONGO_DB_PREFIX": f"{TEST_ENV['MONGO_DB_PREFIX']}idx{secrets.token_hex(3)}_"}))
+    try:
+        assert len(GatewayStorage.indexes["sessions"]) > 1
+        for _ in range(3):
+            storage.ensure_indexes()
+        assert storage.ping()
+        assert {"expires_at_1", "username_1", "device_id_1"} <= set(storage.db.sessions.index_information())
+    finally:
+        client.drop_database(storage.db.name)
+        client.close()
