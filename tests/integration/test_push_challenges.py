@@ -104,10 +104,10 @@ class Finds(monitoring.CommandListener):
         pass
 
 
-def test_a_request_made_here_is_notified_from_what_making_it_found(container_factory, rabbit_config, mongo_client):
-    """Its document and its devices were just read or written: notifying them reads
-    neither again (services/push/expiry.py); the same event delivered again, as after a
-    restart, reads them."""
+@pytest.fixture
+def counted(container_factory, rabbit_config):
+    """(push, listener, dispatch, an activated device) with the finds of push's client
+    counted from here on (`Finds.seen`)."""
     Finds.record()
     Listener.dispatched = []
     push, listener = container_factory(PushService, rabbit_config), container_factory(Listener, rabbit_config)
@@ -118,6 +118,15 @@ def test_a_request_made_here_is_notified_from_what_making_it_found(container_fac
     with entrypoint_waiter(push, "keep_notice"):
         device = activated_device(push, dispatch)
     Finds.seen.clear()
+    yield push, listener, dispatch, device
+    Finds.recording = False
+
+
+def test_a_request_made_here_is_notified_from_what_making_it_found(counted, mongo_client):
+    """Its document and its devices were just read or written: notifying them reads
+    neither again (services/push/expiry.py); the same event delivered again, as after a
+    restart, reads them."""
+    push, listener, dispatch, device = counted
     request = requested(push, listener, device.username)
     assert Finds.seen.count("requests") == 0 and Finds.seen.count("devices") == 1   # request_login's own
     stored = service_db(mongo_client, "push").requests.find_one({"request_id": request["request_id"]})
@@ -128,21 +137,13 @@ def test_a_request_made_here_is_notified_from_what_making_it_found(container_fac
              expires_at=stored["expires_at"])
     assert Finds.seen.count("requests") == 1 and Finds.seen.count("devices") == 1
     assert [event["request_id"] for event in Listener.dispatched] == [request["request_id"]] * 2
-    Finds.recording = False
 
 
-def test_a_poll_reads_no_request_made_here_nor_an_answer_given_here(container_factory, rabbit_config):
+def test_a_poll_reads_no_request_made_here_nor_an_answer_given_here(counted):
     """A request's document and its answer never change once stored: the instance that
     made or answered them has them at hand when the device polls (services/push/expiry.py);
     an answer given elsewhere is still read."""
-    Finds.record()
-    Listener.dispatched = []
-    push, listener = container_factory(PushService, rabbit_config), container_factory(Listener, rabbit_config)
-    push.start()
-    listener.start()
-    dispatch = event_dispatcher(rabbit_config)
-    with entrypoint_waiter(push, "keep_notice"):
-        device = activated_device(push, dispatch)
+    push, listener, _, device = counted
     first = requested(push, listener, device.username)
     Finds.seen.clear()
     challenge = polled(push, device)[0]
@@ -157,7 +158,6 @@ def test_a_poll_reads_no_request_made_here_nor_an_answer_given_here(container_fa
     pending = polled(push, device)      # the second request only: the first was answered here
     assert len(pending) == 1 and pending[0]["challenge_id"] != challenge["challenge_id"]
     assert Finds.seen.count("requests") == 0 and Finds.seen.count("answers") == 1   # the second's only
-    Finds.recording = False
 
 
 def test_a_login_requested_event_naming_no_request_of_ours_notifies_nobody(running, mongo_client):
