@@ -37,7 +37,9 @@ from nameko.exceptions import ContainerBeingKilled, UnknownService
 from nameko.messaging import QueueConsumer
 
 from shared.config import RpcSettings, settings_of
-from shared.deadline import CONTEXT_KEY, REPLY_MARGIN_SECONDS, run_undo_actions, deadline_of, seconds_left, set_deadline
+from shared.deadline import (
+    CONTEXT_KEY, REPLY_MARGIN_SECONDS, deadline_of, run_undo_actions, seconds_left, set_deadline,
+)
 from shared.errors import Unavailable, unavailable_from
 
 log = logging.getLogger(__name__)

@@ -14,8 +14,8 @@ waiting browsers, and only then lets nameko stop the workers' dependencies.
 import json
 import logging
 import time
-from http import HTTPStatus
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from urllib.parse import urlsplit
 
 import eventlet
