@@ -1,6 +1,7 @@
 """The gateway's admin room: activations, devices, sessions, locks, fraud blocks, the audit
 trail and the named admin credentials, every request audited."""
 import hmac
+import logging
 import re
 from contextlib import contextmanager
 from urllib.parse import urlencode
@@ -10,11 +11,13 @@ from werkzeug.wrappers import Response
 
 from shared import events
 from shared.clock import isoformat, utcnow
-from shared.errors import Conflict, MycepaError, NotFound, Unauthenticated, ValidationFailed
+from shared.errors import Conflict, MycepaError, NotFound, Unauthenticated, Unavailable, ValidationFailed
 from shared.fields import ACTIVATION_CODE_PATTERN, USERNAME_PATTERN
 from shared.validation import load_args
 from services.gateway import schemas
 from services.gateway.entrypoints import json_response, load_body, route
+
+log = logging.getLogger(__name__)
 
 
 ACTIVATION_CODE = re.compile(ACTIVATION_CODE_PATTERN)
@@ -74,6 +77,13 @@ class AdminApi:
         with self._admin(request, "revoke_device", target=device_id) as admin:
             revoked = self.otp.revoke_device(device_id, "admin", admin["actor"])
             admin["own_event"] = True   # DeviceRevoked
+            try:
+                # At once, not only when push hears DeviceRevoked (services/push/service.py).
+                self.push.revoke_device(device_id, revoked["username"])
+            except Unavailable:
+                # Revoked in otp, and its event is queued for push: answering 503 would
+                # only make the admin retry into a 404. Push applies it when it is back.
+                log.warning("push did not take the revocation at once; it follows from DeviceRevoked")
             return json_response(revoked)
 
     @route("DELETE", "/api/admin/users/{username}/sessions", "End every session of a user", "admin",

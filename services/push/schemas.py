@@ -31,6 +31,11 @@ class LoginRequestArgs(StrictSchema):
     context = Nested(LoginSource, required=True)
 
 
+class RevokeArgs(StrictSchema):
+    device_id = RecordId(required=True)
+    username = Username(required=True)
+
+
 class StatusArgs(StrictSchema):
     username = Username(required=True)
     request_id = RecordId(required=True)

@@ -38,7 +38,7 @@ from services.push.challenges import signature_id
 from services.push.config import PushSettings
 from services.push.dependencies import PushProviders
 from services.push.expiry import ExpiryClock
-from services.push.schemas import LoginRequestArgs, PollArgs, ResponseArgs, StatusArgs, TokenArgs
+from services.push.schemas import LoginRequestArgs, PollArgs, ResponseArgs, RevokeArgs, StatusArgs, TokenArgs
 from services.push.storage import ACTIVE, PushStorage
 
 log = logging.getLogger(__name__)
@@ -75,6 +75,15 @@ class PushService:
         if event:
             with _dropping_unstorable(events.DeviceRevoked):
                 self.storage.revoke_device(event["device_id"], event["username"], utcnow())
+
+    @rpc(expected_exceptions=EXPECTED_ERRORS)
+    def revoke_device(self, device_id, username):
+        """An administrator's revocation, applied before their answer: its DeviceRevoked
+        can wait behind a busy push (every worker sending to a slow APNs), and a stolen
+        phone must not confirm a login meanwhile. The event, when it comes, finds it revoked."""
+        args = load_args(RevokeArgs, device_id=device_id, username=username)
+        self.storage.revoke_device(args["device_id"], args["username"], utcnow())
+        return {"device_id": args["device_id"]}
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def update_push_token(self, device_id, push_token, timestamp, signature):

@@ -114,3 +114,23 @@ def signed_poll(push, device):
     timestamp = int(utcnow().timestamp())
     with entrypoint_hook(push, "pending_challenges") as poll:
         return poll(device.device_id, timestamp, device.sign("mycepa-poll-v1", device.device_id, timestamp))
+
+
+def test_an_administrators_revocation_holds_before_its_event_comes(push, emit, mongo_client):
+    """DeviceRevoked can wait behind a busy push; the gateway's revoke_device call makes the
+    device unusable at once, and the event that follows finds it revoked."""
+    device = Device.new("unused")
+    device.device_id, device.username = f"dev_{uuid.uuid4().hex}", f"W{uuid.uuid4().int % 10**9:09d}"
+    with entrypoint_waiter(push, "on_device_activated"):
+        emit(events.DeviceActivated, device_id=device.device_id, username=device.username, platform="poll",
+             push_token=None, public_key=device.public_key_pem, device_name="Phone")
+    assert signed_poll(push, device) == {"challenges": [], "notices": []}
+
+    with entrypoint_hook(push, "revoke_device") as revoke:
+        assert revoke(device.device_id, device.username) == {"device_id": device.device_id}
+    with pytest.raises(Forbidden):
+        signed_poll(push, device)
+    with entrypoint_waiter(push, "on_device_revoked"):
+        emit(events.DeviceRevoked, device_id=device.device_id, username=device.username, reason="admin",
+             active_devices_left=0)
+    assert PushStorage(service_db(mongo_client, "push")).find_device(device.device_id)["status"] == "revoked"

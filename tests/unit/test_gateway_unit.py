@@ -594,6 +594,20 @@ def test_a_named_credential_is_the_actor_of_what_it_does():
     assert announced is events.AdminAction and (payload["actor"], payload["outcome"]) == ("alice", "allowed")
 
 
+@pytest.mark.parametrize("push_answers", [True, False])
+def test_an_admins_revocation_reaches_push_at_once_and_is_answered_when_push_is_away(push_answers):
+    """Push takes it before the admin's 200; when push is away the revocation in otp and
+    its queued event stand, so the answer is still 200 (a 503 would make the admin retry
+    into a 404), and push applies it from the event."""
+    worker = gateway_worker()
+    worker.otp.revoke_device.return_value = {"device_id": "dev_1", "username": "W123", "status": "revoked"}
+    if not push_answers:
+        worker.push.revoke_device.side_effect = Unavailable("The push service is not running")
+    response = worker.revoke_device(admin_request(method="DELETE", path="/api/admin/devices/dev_1"), "dev_1")
+    assert response.status_code == 200 and body_of(response)["status"] == "revoked"
+    worker.push.revoke_device.assert_called_once_with("dev_1", "W123")
+
+
 def test_a_binding_cookie_that_is_not_ours_binds_nothing_even_in_other_scripts():
     """The cookie and the id in the path are the client's to choose: a non-ASCII one is
     refused like a forged one (hmac.compare_digest raises on such text: found by the fuzz)."""
