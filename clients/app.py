@@ -345,7 +345,7 @@ def activate(app, code_or_uri, server, platform, push_token, device_name, force,
     device = Device(server, ec.generate_private_key(ec.SECP256R1()))
     with talking_to(server):
         activation = device.activate(code, platform=platform, push_token=push_token if platform != "poll" else None,
-                                     device_name=device_name)
+                                     device_name=device_name, until_served=False)
     record = keystore.new_record(app.profile, server, activation["device_id"], activation["username"],
                                  device_name, platform, activation["otp"])
     private_pem = device.private_key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
@@ -356,6 +356,7 @@ def activate(app, code_or_uri, server, platform, push_token, device_name, force,
     except (OSError, keystore.KeystoreError) as error:
         raise Failed(f"Device {activation['device_id']} was activated, but its keystore could not be written "
                      f"({error}): ask an administrator to revoke it and to create a new activation.") from None
+    device.until_served()   # after the keystore: the activation code is used up already
     click.echo(f"Activated for {activation['username']} on {server}.")
     click.echo(f"Device id: {activation['device_id']}")
     click.echo(f"Keystore:  {app.path} (sealed with your PIN)")

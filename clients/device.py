@@ -60,16 +60,18 @@ class Device:
         return self.private_key.public_key().public_bytes(
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
 
-    def activate(self, activation_code, platform="poll", push_token=None, device_name="Test phone"):
+    def activate(self, activation_code, platform="poll", push_token=None, device_name="Test phone",
+                 until_served=True):
         _, answer = call(self.base_url, "POST", "/api/devices/activate", {
             "activation_code": activation_code, "public_key": self.public_key_pem,
             "platform": platform, "push_token": push_token, "device_name": device_name})
         self.device_id, self.username = answer["device_id"], answer["username"]
         self.secret, self.digits, self.period = answer["otp"]["secret"], answer["otp"]["digits"], answer["otp"]["period"]
-        self._until_served()
+        if until_served:
+            self.until_served()
         return answer
 
-    def _until_served(self, within=10.0):
+    def until_served(self, within=10.0):
         """Wait (at most `within` seconds) until the server can serve this device's signed
         requests: for a moment after an activation it may answer 503, while the push
         service hears of the device. Never raises: the activation is done, and its code
