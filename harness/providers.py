@@ -319,6 +319,20 @@ class App:
         answers = self.scripts.get(token)
         return answers.pop(0) if answers else None
 
+    async def scripted_refusal(self, token):
+        """(the next answer scripted for `token` after its delay, its headers) when that
+        answer is a refusal; None when it is a success or nothing was scripted."""
+        import asyncio
+
+        scripted = self.next_answer(token)
+        if not scripted:
+            return None
+        await asyncio.sleep(scripted.get("delay", 0))
+        if scripted["status"] == 200:
+            return None
+        retry_after = scripted.get("retry_after")
+        return scripted, ({} if retry_after is None else {"retry-after": retry_after})
+
     def record(self, request, kind, **fields):
         entry = {"kind": kind, "http_version": request.http_version, "method": request.method,
                  "path": request.path, "headers": request.headers,
@@ -370,7 +384,6 @@ class ApnsApp(App):
     """Apple's provider API, as documented in "Sending notification requests to APNs"."""
 
     async def handle(self, request):
-        import asyncio
         import jwt
 
         apns_id = str(uuid.uuid4()).upper()
@@ -442,16 +455,13 @@ class ApnsApp(App):
                 or "alert" not in payload["aps"]:
             return answer(400, "PayloadEmpty")
 
-        scripted = self.next_answer(token)
-        if scripted:
-            await asyncio.sleep(scripted.get("delay", 0))
-            if scripted["status"] != 200:
-                extra = {}
-                if scripted.get("retry_after") is not None:
-                    extra["headers"] = {"retry-after": scripted["retry_after"]}
-                if scripted["status"] == 410:
-                    extra["timestamp"] = int(time.time() * 1000)
-                return answer(scripted["status"], scripted["reason"], **extra)
+        refusal = await self.scripted_refusal(token)
+        if refusal:
+            scripted, headers = refusal
+            extra = {"headers": headers}
+            if scripted["status"] == 410:
+                extra["timestamp"] = int(time.time() * 1000)
+            return answer(scripted["status"], scripted["reason"], **extra)
         return answer(200)
 
 
@@ -553,8 +563,6 @@ class FcmApp(App):
         return answer(200, {"access_token": access_token, "expires_in": expires_in, "token_type": "Bearer"})
 
     async def send(self, request, wrong_project):
-        import asyncio
-
         entry = self.record(request, "send", token=None, body=None, access_token=None)
 
         def answer(status, payload, headers=None):
@@ -590,14 +598,10 @@ class FcmApp(App):
                 {"@type": "type.googleapis.com/google.rpc.BadRequest", "fieldViolations": violations}]))
         token = body["message"]["token"]
         entry["token"] = token
-        scripted = self.next_answer(token)
-        if scripted:
-            await asyncio.sleep(scripted.get("delay", 0))
-            if scripted["status"] != 200:
-                headers = {}
-                if scripted.get("retry_after") is not None:
-                    headers["retry-after"] = scripted["retry_after"]
-                return answer(scripted["status"], fcm_error(scripted["status"], scripted["reason"]), headers)
+        refusal = await self.scripted_refusal(token)
+        if refusal:
+            scripted, headers = refusal
+            return answer(scripted["status"], fcm_error(scripted["status"], scripted["reason"]), headers)
         name = f"projects/{self.config['project']}/messages/0:{int(time.time() * 1000)}%{uuid.uuid4().hex[:16]}"
         return answer(200, {"name": name})
 
