@@ -128,7 +128,7 @@ def _settle_garbage_collector():
     scans, which otherwise walk it again and again (measured: a twentieth of push's and
     the gateway's CPU per push login). A request's garbage is freed as before; what was
     frozen is freed by reference counting only (a cycle dropped later, such as a broker
-    connection replaced after an outage, stays: kilobytes per outage)."""
+    connection replaced after an outage, stays: a little memory per outage)."""
     gc.collect()
     gc.freeze()
 
