@@ -30,7 +30,7 @@ from nameko.amqp.publish import Publisher
 from nameko.constants import (
     AMQP_SSL_CONFIG_KEY, AMQP_URI_CONFIG_KEY, DEFAULT_SERIALIZER, LOGIN_METHOD_CONFIG_KEY, SERIALIZER_CONFIG_KEY,
 )
-from kombu import Queue, binding
+from kombu import Connection, Queue, binding
 from kombu.entity import TRANSIENT_DELIVERY_MODE as TRANSIENT
 from kombu.exceptions import OperationalError
 from nameko.exceptions import ContainerBeingKilled, UnknownService
@@ -287,6 +287,17 @@ class _BoundedProxy:
                 raise Unavailable("The message broker is unreachable") from None
 
         return call
+
+
+def queue_depth(amqp_uri, queue_name):
+    """How many messages wait in `queue_name` (ready ones: not those delivered and not yet
+    acknowledged), or None when the broker does not say (away, or no such queue yet).
+    A passive declare: it reads the queue, never creates it."""
+    try:
+        with Connection(amqp_uri, connect_timeout=1, transport_options={"max_retries": 0}) as connection:
+            return connection.default_channel.queue_declare(queue=queue_name, passive=True).message_count
+    except Exception:
+        return None
 
 
 def routing_key_of(message):

@@ -77,6 +77,19 @@ def service_db(client, service):
     return client[TEST_ENV["MONGO_DB_PREFIX"] + service]
 
 
+def started_push(container):
+    """Start an in-process push container and wait until its device registry has caught
+    up with otp's events (services/push/dependencies.py `RegistryCatchUp`): until then a
+    device is confirmed with otp, which most in-process tests do not run."""
+    from harness.waiting import eventually
+    from services.push.dependencies import RegistryCatchUp
+
+    container.start()
+    registry = next(dependency for dependency in container.dependencies if isinstance(dependency, RegistryCatchUp))
+    assert eventually(lambda: registry.behind, False, timeout=15) is False, "the registry never caught up"
+    return container
+
+
 @pytest.fixture(scope="session")
 def artifacts_dir():
     path = ROOT / "test-artifacts"

@@ -1,12 +1,67 @@
 """DependencyProviders of the push service."""
+import logging
 from datetime import timedelta
 
+import eventlet
+from nameko.constants import AMQP_URI_CONFIG_KEY
 from nameko.extensions import DependencyProvider
 
 from shared.config import ConfigError, settings_of
+from shared.messaging import queue_depth
 from services.push.config import PushSettings
 from services.push import notices
 from services.push.providers import NoticeMessage, PushMessage, providers_from_settings
+
+
+log = logging.getLogger(__name__)
+
+
+class RegistryCatchUp(DependencyProvider):
+    """Whether the device registry may still be behind otp, the authority on devices.
+
+    Push started after an outage can find DeviceRevoked events waiting in its queue while
+    the first device requests come in, and consumes both at once: a phone revoked
+    meanwhile could confirm a login before its revocation is applied here. So `behind`
+    holds from the start until the registry's queues were seen empty CHECKS_NEEDED times
+    in a row, CHECK_SECONDS apart, with none of their events in hand; meanwhile a device
+    is confirmed with otp (service.py `_device`). After a start with no backlog that is
+    about a second; afterwards it costs nothing. (Another push instance may still be
+    applying an event it took from the shared queue: it takes milliseconds, the checks
+    leave it a second.)"""
+
+    CHECK_SECONDS = 0.3
+    CHECKS_NEEDED = 3
+    HANDLERS = ("on_device_activated", "on_device_revoked")
+
+    def setup(self):
+        self.behind = True
+        self.in_hand = 0
+
+    def start(self):
+        self.container.spawn_managed_thread(self._watch, identifier="RegistryCatchUp._watch")
+
+    def _watch(self):
+        uri = self.container.config[AMQP_URI_CONFIG_KEY]
+        queues = [entrypoint.queue.name for entrypoint in self.container.entrypoints
+                  if entrypoint.method_name in self.HANDLERS]
+        empty_in_a_row = 0
+        while empty_in_a_row < self.CHECKS_NEEDED:
+            eventlet.sleep(self.CHECK_SECONDS)
+            empty = self.in_hand == 0 and all(queue_depth(uri, name) == 0 for name in queues)
+            empty_in_a_row = empty_in_a_row + 1 if empty else 0
+        self.behind = False
+        log.info("device registry caught up with otp's events")
+
+    def worker_setup(self, worker_ctx):
+        if worker_ctx.entrypoint.method_name in self.HANDLERS:
+            self.in_hand += 1
+
+    def worker_teardown(self, worker_ctx):
+        if worker_ctx.entrypoint.method_name in self.HANDLERS:
+            self.in_hand -= 1
+
+    def get_dependency(self, worker_ctx):
+        return self
 
 
 class PushProviders(DependencyProvider):

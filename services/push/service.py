@@ -36,10 +36,10 @@ from shared.validation import UsernameArgs, load_args
 from services.push import challenges, notices
 from services.push.challenges import signature_id
 from services.push.config import PushSettings
-from services.push.dependencies import PushProviders
+from services.push.dependencies import PushProviders, RegistryCatchUp
 from services.push.expiry import ExpiryClock
 from services.push.schemas import LoginRequestArgs, PollArgs, ResponseArgs, RevokeArgs, StatusArgs, TokenArgs
-from services.push.storage import ACTIVE, PushStorage
+from services.push.storage import ACTIVE, REVOKED, PushStorage
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +52,7 @@ class PushService:
     providers = PushProviders()
     dispatch = EventDispatcher()
     expiry = ExpiryClock()
+    registry = RegistryCatchUp()
     otp = ServiceRpc("otp")
 
     @rpc
@@ -220,7 +221,7 @@ class PushService:
                          number=number, signature=signature, fraud=fraud)
         if challenges.number_in(args["challenge_id"], "ch") is None:
             raise NotFound("No such login request")
-        device = self.storage.find_device(args["device_id"])
+        device = self._device(args["device_id"])
         request = (self._challenge_of(device["username"], args["challenge_id"])
                    if device is not None and device["status"] == ACTIVE else None)
         if request is None:
@@ -354,8 +355,20 @@ class PushService:
             self._announce(request, answer)
         self.storage.purge_expired(now, self.config["poll_clock_skew_seconds"])
 
-    def _signed_in_device(self, device_id, timestamp):
+    def _device(self, device_id):
+        """The registry's device `device_id`, or None. While the registry may be behind
+        otp (RegistryCatchUp: a start with revocations still queued), an active one is
+        confirmed with otp first, and a revocation not heard of yet is applied."""
         device = self.storage.find_device(device_id)
+        if device is not None and device["status"] == ACTIVE and self.registry.behind:
+            known = self.otp.find_device(device_id)
+            if known is None or known["status"] != ACTIVE:
+                self.storage.revoke_device(device_id, device["username"], utcnow())
+                return {**device, "status": REVOKED}
+        return device
+
+    def _signed_in_device(self, device_id, timestamp):
+        device = self._device(device_id)
         if device is None and self._activated_but_not_heard_of(device_id):
             raise Unavailable("This device was activated a moment ago and is still being set up; try again",
                               retry_after=1)

@@ -18,7 +18,7 @@ from shared.config import MongoSettings, load_settings
 from shared.mongo import connect
 from services.push.service import PushService
 from services.push.storage import PushStorage
-from tests.conftest import TEST_ENV, service_db
+from tests.conftest import TEST_ENV, service_db, started_push
 
 pytestmark = pytest.mark.integration
 
@@ -35,9 +35,8 @@ class Listener:
 @pytest.fixture
 def running(container_factory, rabbit_config, mongo_client):
     Listener.dispatched = []
-    push = container_factory(PushService, rabbit_config)
+    push = started_push(container_factory(PushService, rabbit_config))
     listener = container_factory(Listener, rabbit_config)
-    push.start()
     listener.start()
     return push, listener, event_dispatcher(rabbit_config)
 
@@ -110,8 +109,8 @@ def counted(container_factory, rabbit_config):
     counted from here on (`Finds.seen`)."""
     Finds.record()
     Listener.dispatched = []
-    push, listener = container_factory(PushService, rabbit_config), container_factory(Listener, rabbit_config)
-    push.start()
+    push = started_push(container_factory(PushService, rabbit_config))
+    listener = container_factory(Listener, rabbit_config)
     listener.start()
     dispatch = event_dispatcher(rabbit_config)
     # Its notice too (keep_notice reads the user's devices to alert them): not in the count.
@@ -298,9 +297,8 @@ def test_with_typed_numbers_the_device_gets_no_choices_and_the_typed_number_deci
     monkeypatch.setenv("PUSH_NUMBER_ENTRY", "type")
     # The container started below reads the environment when it starts (once per container).
     Listener.dispatched = []
-    push = container_factory(PushService, rabbit_config)
+    push = started_push(container_factory(PushService, rabbit_config))
     listener = container_factory(Listener, rabbit_config)
-    push.start()
     listener.start()
     dispatch = event_dispatcher(rabbit_config)
     device = activated_device(push, dispatch)

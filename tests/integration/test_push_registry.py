@@ -12,18 +12,17 @@ from shared.clock import utcnow
 from shared.errors import Forbidden, Unavailable
 from services.otp.service import OtpService
 from services.otp.storage import OtpStorage
+from services.push.dependencies import RegistryCatchUp
 from services.push.service import PushService
 from services.push.storage import PushStorage
-from tests.conftest import service_db
+from tests.conftest import service_db, started_push
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
 def push(container_factory, rabbit_config, mongo_client):
-    container = container_factory(PushService, rabbit_config)
-    container.start()
-    return container
+    return started_push(container_factory(PushService, rabbit_config))
 
 
 @pytest.fixture
@@ -134,3 +133,57 @@ def test_an_administrators_revocation_holds_before_its_event_comes(push, emit, m
         emit(events.DeviceRevoked, device_id=device.device_id, username=device.username, reason="admin",
              active_devices_left=0)
     assert PushStorage(service_db(mongo_client, "push")).find_device(device.device_id)["status"] == "revoked"
+
+
+def a_device(authenticators, registry, revoked_in_otp):
+    """A device push heard activated; otp's record of it active, or revoked (an admin
+    revoked it while push was away: its DeviceRevoked still waits in push's queue)."""
+    device = Device.new("unused")
+    device.device_id, device.username = f"dev_{uuid.uuid4().hex}", f"W{uuid.uuid4().int % 10**9:09d}"
+    authenticators.add_authenticator(device.device_id, device.username, "sealed", "poll", "Phone", utcnow())
+    if revoked_in_otp:
+        authenticators.revoke_authenticator(device.device_id, utcnow())
+    registry.register_device(activated(device.device_id, device.username) | {
+        "platform": "poll", "push_token": None, "public_key": device.public_key_pem}, utcnow())
+    return device
+
+
+@pytest.fixture
+def restarted_push(monkeypatch, container_factory, rabbit_config):
+    """A push just started, whose registry has not caught up with otp's events yet (the
+    queue checks held off for this test)."""
+    monkeypatch.setattr(RegistryCatchUp, "CHECK_SECONDS", 60.0)
+    container = container_factory(PushService, rabbit_config)
+    container.start()
+    return container
+
+
+def test_a_revocation_still_queued_when_push_starts_holds_from_the_first_request(
+        restarted_push, container_factory, rabbit_config, mongo_client):
+    """Push restarted after an outage consumes its backlog and the devices' requests at
+    once: until its registry has caught up, otp confirms the device, so a phone revoked
+    during the outage is refused even before its DeviceRevoked is applied."""
+    container_factory(OtpService, rabbit_config).start()
+    authenticators, registry = OtpStorage(service_db(mongo_client, "otp")), PushStorage(service_db(mongo_client, "push"))
+    revoked, kept = (a_device(authenticators, registry, revoked_in_otp) for revoked_in_otp in (True, False))
+
+    with pytest.raises(Forbidden):
+        signed_poll(restarted_push, revoked)
+    assert registry.find_device(revoked.device_id)["status"] == "revoked"   # applied, for good
+    assert signed_poll(restarted_push, kept) == {"challenges": [], "notices": []}
+
+
+def test_until_the_registry_has_caught_up_a_device_is_not_served_without_otp(restarted_push, mongo_client):
+    """Fail closed: with otp away, push cannot tell a revoked device from a kept one yet."""
+    authenticators, registry = OtpStorage(service_db(mongo_client, "otp")), PushStorage(service_db(mongo_client, "push"))
+    device = a_device(authenticators, registry, revoked_in_otp=False)
+    with pytest.raises(Unavailable):
+        signed_poll(restarted_push, device)
+
+
+def test_once_caught_up_the_registry_answers_alone(push, mongo_client):
+    """No backlog: the registry catches up in a second or so (the `push` fixture waits for
+    it) and then serves devices without asking otp, which is not running here."""
+    authenticators, registry = OtpStorage(service_db(mongo_client, "otp")), PushStorage(service_db(mongo_client, "push"))
+    device = a_device(authenticators, registry, revoked_in_otp=False)
+    assert signed_poll(push, device) == {"challenges": [], "notices": []}
