@@ -3,6 +3,7 @@
 
     make bench
     make bench BENCH_ARGS="--duration 5 --code-root /work/before"   # another commit's services
+    make bench BENCH_ARGS="--before 54a68ad"   # that commit, then this checkout: ratios
 
 It brings its own system, so nothing of a `make up` stack is touched or counted: a
 private RabbitMQ and FerretDB (harness.infra, as `make chaos`), the local APNs server
@@ -30,6 +31,13 @@ Per scenario: logins per second, latency, CPU-ms per login of every process from
 (harness.cpu; the system's sum is the services, RabbitMQ and FerretDB, without the load
 generator and the APNs stand-in), and the storage commands per login (FerretDB's own
 counters). The report goes to stdout and .data/bench.json, progress to stderr.
+
+With --before REV, that commit of this repository is measured first, then this
+checkout, in one sitting with the same harness and load; the report holds both and the
+ratios, judged against issue 10's targets read as ratios (RATIO_TARGETS): figures
+measured on a shared machine drift within the hour, and only a pair measured together
+compares two versions of the code.
+
 Exit status: 0 when the benchmark ran (whatever the figures), 1 when it could not.
 """
 import argparse
@@ -42,6 +50,7 @@ import queue
 import random
 import secrets
 import signal
+import subprocess
 import sys
 import tempfile
 import threading
@@ -69,6 +78,11 @@ SYSTEM = ("otp", "push", "audit", "gateway", "rabbitmq", "ferretdb")
 # Targets (issue 10 and before): CPU and storage per login, latency on a quiet machine.
 TARGETS = {"code_login_system_cpu_ms": 5.0, "push_login_system_cpu_ms": 25.0, "push_login_storage_commands": 15,
            "push_round_trip_p99_ms": 100.0, "code_login_p99_ms": 50.0}
+# The same targets read as ratios to the code before issue 10 (its figures were 8 -> 5 ms,
+# 55 -> 25 ms, 35 -> 15 commands on a quiet machine, and the p99 a quarter of before's):
+# what --before judges.
+RATIO_TARGETS = {"code_login_system_cpu_ms": 8 / 5, "push_login_system_cpu_ms": 55 / 25,
+                 "push_login_storage_commands": 35 / 15, "push_round_trip_p99_ms": 4.0}
 FAILURES_PER_SOURCE = 40   # under SOURCE_FAILURE_LIMIT's default 50
 # Push logins per user and run: PUSH_RATE_LIMIT's default (3 in 5 minutes), as people
 # log in. A user far above it would make each poll of their phone walk many live requests.
@@ -512,6 +526,8 @@ def parse_args(argv):
     parser.add_argument("--scenarios", default=",".join(SCENARIOS), help="comma-separated scenarios to run")
     parser.add_argument("--code-root", default=str(ROOT),
                         help="the checkout whose services run (another commit's: before/after with one harness)")
+    parser.add_argument("--before", metavar="REV",
+                        help="measure this commit of the repository first, then --code-root, and compare")
     parser.add_argument("--output", default=str(REPORT_PATH), help="where the JSON report is written too")
     parser.add_argument("--log-dir", default=str(LOG_DIR), help="logs of the benchmark's services")
     args = parser.parse_args(argv)
@@ -603,20 +619,13 @@ INHERITED_SETTINGS = ("MYCEPA_", "OTP_", "PUSH_", "SOURCE_", "RPC_", "GATEWAY_",
                       "MAX_WORKERS")
 
 
-def main(argv=None):
-    args = parse_args(argv)
-    for name in [name for name in os.environ if name.startswith(INHERITED_SETTINGS)]:
-        del os.environ[name]
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))   # `kill` cleans up as Ctrl-C does
-    report = {"benchmark": "mycepa login: code and push, CPU and storage per login",
-              "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-              "code_root": args.code_root, "machine": machine_facts(),
-              "settings": {key: value for key, value in vars(args).items() if key not in ("output", "log_dir")},
-              "scenarios": []}
+def measure(args, code_root):
+    """(report, exit status) of every scenario on the services of `code_root`."""
+    report = {"code_root": str(code_root), "scenarios": []}
     status = 0
     with tempfile.TemporaryDirectory(prefix="mycepa-bench-") as workdir:
         try:
-            with System(workdir, args.log_dir, args.code_root, args.otp_instances) as system:
+            with System(workdir, args.log_dir, code_root, args.otp_instances) as system:
                 run(system, args, report)
         except (RuntimeError, OSError, GatewayError, *CONNECTION_ERRORS) as error:
             report["error"] = f"{type(error).__name__}: {error}"
@@ -627,10 +636,64 @@ def main(argv=None):
     if others and max(others) > 0.3:
         report["note"] = (f"the machine did other work meanwhile (up to {max(others)} cores): latency and rates are "
                           "depressed; CPU per login is not")
+    return report, status
+
+
+def measure_before(args, rev):
+    """measure() of commit `rev` of this repository, from a copy of its tree."""
+    with tempfile.TemporaryDirectory(prefix="mycepa-bench-before-") as checkout:
+        say(f"checking out {rev} (the code before)...")
+        archive = subprocess.run(["git", "-C", str(ROOT), "archive", "--format=tar", rev], capture_output=True)
+        if archive.returncode != 0:
+            raise SystemExit(f"[bench] --before {rev}: {archive.stderr.decode().strip()}")
+        subprocess.run(["tar", "-x", "-C", checkout], input=archive.stdout, check=True)
+        report, status = measure(args, checkout)
+        report["code_root"] = f"{rev} (git archive)"
+        return report, status
+
+
+def ratio_verdicts(before, after):
+    """RATIO_TARGETS judged on two reports: how many times smaller after's figure is."""
+    measured_before, measured_after = verdicts(before), verdicts(after)
+    judged = {}
+    for name, wanted in RATIO_TARGETS.items():
+        old, new = measured_before[name]["measured"], measured_after[name]["measured"]
+        ratio = round(old / new, 2) if old and new else None
+        judged[name] = {"before": old, "after": new, "divided_by": ratio, "at_least": round(wanted, 2),
+                        "met": ratio is not None and ratio >= wanted}
+    return judged
+
+
+def show_ratios(judged):
+    say(f"{'':30} {'before':>9} {'after':>9} {'ratio':>7} {'asked':>7}")
+    for name, figure in judged.items():
+        ratio = f"÷{figure['divided_by']}" if figure["divided_by"] else "-"
+        say(f"{name:30} {figure['before'] or '-':>9} {figure['after'] or '-':>9} {ratio:>7} "
+            f"{'÷' + str(figure['at_least']):>7}  {'met' if figure['met'] else 'NOT MET'}")
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    for name in [name for name in os.environ if name.startswith(INHERITED_SETTINGS)]:
+        del os.environ[name]
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))   # `kill` cleans up as Ctrl-C does
+    header = {"benchmark": "mycepa login: code and push, CPU and storage per login",
+              "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": machine_facts(),
+              "settings": {key: value for key, value in vars(args).items() if key not in ("output", "log_dir")}}
+    if args.before:
+        before, before_status = measure_before(args, args.before)
+        after, after_status = measure(args, args.code_root)
+        report, status = {**header, "before": before, "after": after}, before_status or after_status
+        report["ratios"] = ratio_verdicts(before, after)
+    else:
+        measured, status = measure(args, args.code_root)
+        report = {**header, **measured}
     text = json.dumps(report, indent=2)
     print(text)
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     Path(args.output).write_text(text + "\n")
+    if args.before:
+        show_ratios(report["ratios"])
     say(f"report written to {args.output}")
     return status
 
