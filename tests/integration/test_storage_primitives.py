@@ -90,3 +90,13 @@ def test_a_restarted_service_makes_its_indexes_again_without_losing_its_connecti
     finally:
         client.drop_database(storage.db.name)
         client.close()
+
+
+def test_a_storage_makes_each_collection_once_and_it_still_reads_and_writes(scratch):
+    """pymongo makes a new Collection on every `db.name`; the storage's database keeps
+    the one it made (shared/mongo.py `_Database`), for both spellings."""
+    assert scratch.db.claims is scratch.db["claims"] is scratch.db.claims
+    assert scratch.db.claims is not scratch.db.tickets
+    key = secrets.token_hex(4)
+    assert scratch.claim("claims", key) and not scratch.claim("claims", key)
+    assert scratch.db.claims.find_one({"_id": key}) == {"_id": key}
